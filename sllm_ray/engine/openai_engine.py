@@ -1,0 +1,135 @@
+"""A vLLM engine in this process, answering OpenAI requests through vLLM's own serving layer.
+
+The engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): vLLM's default
+spawns an engine-core process that imports torch again, which costs seconds on every
+start. Responses come from vLLM's ``OpenAIServingChat``/``OpenAIServingCompletion``, so
+chat templates, sampling parameters, ``stop``, ``logprobs`` and ``response_format``
+behave exactly as in ``vllm serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from sllm_ray.protocol import Endpoint, ResponseHead
+
+# Must be set before vLLM reads its environment (first import of vllm.envs).
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+from sllm_ray.engine import vllm_compat as vc  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class EngineConfigError(ValueError):
+    """The engine arguments are not ones vLLM accepts."""
+
+
+def build_vllm_args(
+    model: str, model_source: str, engine_kwargs: dict[str, Any]
+) -> tuple[Any, argparse.Namespace]:
+    """Turn a model's config into vLLM's engine args and the flat namespace its
+    serving layer reads (the same shape ``vllm serve`` builds from its command line)."""
+    kwargs = dict(engine_kwargs)
+    kwargs.setdefault("served_model_name", [model])
+    try:
+        engine_args = vc.AsyncEngineArgs(model=model_source, **kwargs)
+    except TypeError as exc:
+        raise EngineConfigError(f"invalid engine_kwargs for model {model!r}: {exc}") from exc
+    frontend_args = vc.FrontendArgs()
+    namespace = argparse.Namespace(**(vars(frontend_args) | vars(engine_args)))
+    return engine_args, namespace
+
+
+class OpenAIEngine:
+    """One model's vLLM ``AsyncLLM`` with vLLM's OpenAI serving objects on top."""
+
+    def __init__(self, model: str, model_source: str, engine_kwargs: dict[str, Any]) -> None:
+        self.model = model
+        self._engine_args, self._args = build_vllm_args(model, model_source, engine_kwargs)
+        self._llm: Any = None
+        self._chat: Any = None
+        self._completion: Any = None
+        self._models: Any = None
+        self.build_seconds: float | None = None
+
+    async def start(self) -> None:
+        from starlette.datastructures import State
+
+        started = time.perf_counter()
+        logger.info("building vLLM engine for %s from %s", self.model, self._args.model)
+        vllm_config = self._engine_args.create_engine_config(
+            usage_context=vc.UsageContext.OPENAI_API_SERVER
+        )
+        self._llm = vc.AsyncLLM.from_vllm_config(
+            vllm_config=vllm_config,
+            usage_context=vc.UsageContext.OPENAI_API_SERVER,
+            enable_log_requests=self._engine_args.enable_log_requests,
+            disable_log_stats=self._engine_args.disable_log_stats,
+        )
+        state = State()
+        tasks = await self._llm.get_supported_tasks()
+        await vc.init_app_state(self._llm, state, self._args, tasks)
+        self._chat = state.openai_serving_chat
+        self._completion = state.openai_serving_completion
+        self._models = state.openai_serving_models
+        self.build_seconds = time.perf_counter() - started
+        logger.info("vLLM engine for %s ready in %.2f s", self.model, self.build_seconds)
+
+    @property
+    def started(self) -> bool:
+        return self._llm is not None
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    async def generate(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncIterator[ResponseHead | str]:
+        """Yield a ``ResponseHead`` and, for a stream, vLLM's SSE events."""
+        if endpoint is Endpoint.CHAT:
+            request_cls, create = vc.ChatCompletionRequest, self._chat.create_chat_completion
+        else:
+            request_cls, create = vc.CompletionRequest, self._completion.create_completion
+        try:
+            request = request_cls.model_validate(body)
+        except ValidationError as exc:
+            yield ResponseHead(400, _validation_error(exc))
+            return
+        try:
+            result = await create(request, None)
+        except Exception as exc:  # vLLM raises its validation errors from here
+            result = vc.create_error_response(exc)
+        if isinstance(result, vc.ErrorResponse):
+            yield ResponseHead(result.error.code, result.model_dump())
+        elif isinstance(result, vc.ChatCompletionResponse | vc.CompletionResponse):
+            yield ResponseHead(200, result.model_dump(exclude_unset=False))
+        else:
+            yield ResponseHead(200)
+            async for event in result:
+                yield event
+
+
+def _validation_error(exc: ValidationError) -> dict[str, Any]:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first.get("loc", ()))
+    return {
+        "error": {
+            "message": f"{param}: {first.get('msg')}" if param else str(first.get("msg")),
+            "type": "invalid_request_error",
+            "param": param or None,
+            "code": 400,
+        }
+    }
