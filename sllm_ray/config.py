@@ -96,6 +96,9 @@ class ModelConfig(_Strict):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests one replica works on at once; more wait in Serve's queue."
     )
+    request_wait_timeout_s: float | None = Field(
+        None, gt=0, description="This model's bound on waiting for a replica (default: the app's)."
+    )
 
     @field_validator("model")
     @classmethod

@@ -77,7 +77,7 @@ class OpenAIIngress:
         events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(
             endpoint, body
         )
-        wait_s = self._config.request_wait_timeout_s
+        wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         try:
             accepted = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
         except asyncio.TimeoutError:

@@ -1,0 +1,46 @@
+# sllm_ray developer entry points. `make run` serves the demo model, `make test` runs the tests;
+# both set up what is missing first (virtual environment, demo model).
+PYTHON ?= python3
+VENV ?= .venv
+EXTRA ?= cpu
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sllm-ray-$(EXTRA)
+DEMO_MODEL := models/tiny-llama
+
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup demo-model run test unit lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[$(EXTRA),dev]'
+	# PyPI's torchvision/torchaudio/torchcodec break `import vllm` beside the CPU torch.
+	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; fi
+	touch $(STAMP)
+
+demo-model: $(DEMO_MODEL)/sllm_tiny_model.json
+
+$(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
+	$(PY) -m sllm_ray.tools.tiny_model $(DEMO_MODEL)
+
+run: setup demo-model
+	$(VENV)/bin/serve run configs/serve.yaml
+
+test: setup
+	$(VENV)/bin/pytest -v -rs tests
+
+unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check sllm_ray tests benchmarks
+	$(VENV)/bin/ruff format --check sllm_ray tests benchmarks
+
+bench: setup demo-model
+	$(PY) benchmarks/serve_bench.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_MODEL) .pytest_cache

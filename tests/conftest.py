@@ -1,0 +1,44 @@
+"""Shared fixtures: one real Ray instance per test session, the tiny model made locally."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# Environment of every Ray worker the tests start (engines included).
+WORKER_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sllm_ray.tools.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray instance owned by this test session; only it is shut down."""
+    import ray
+    from ray import serve
+
+    ray.init(
+        address="local",
+        num_cpus=8,  # logical: several replicas share the 2 real cores
+        object_store_memory=256 * 1024**2,
+        include_dashboard=False,
+        runtime_env={"env_vars": WORKER_ENV},
+    )
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
