@@ -37,7 +37,7 @@ class AutoscalingConfig(_Strict):
     look_back_period_s: float = Field(
         15.0,
         gt=0,
-        description="Window over which Serve averages the load it scales on (keep it above 10 s, Serve's metrics period).",
+        description="Window over which Serve averages load (keep it above Serve's 10 s metrics period).",
     )
 
     @model_validator(mode="after")

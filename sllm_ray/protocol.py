@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-class Endpoint(str, enum.Enum):
+class Endpoint(enum.StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
 

@@ -102,7 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        return BadRequestError(str(first.get("msg", "invalid request")), param=".".join(loc) or None).response()
+        return BadRequestError(
+            str(first.get("msg", "invalid request")), param=".".join(loc) or None
+        ).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -68,19 +68,15 @@ class OpenAIIngress:
 
     def __init__(self, config: AppConfig, model_handles: dict[str, DeploymentHandle]) -> None:
         self._config = config
-        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(
-            config.models, model_handles
-        )
+        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(config.models, model_handles)
 
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any]) -> _Reply:
         config, handle = self._directory.resolve(body)
-        events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(
-            endpoint, body
-        )
+        events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(endpoint, body)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         try:
             accepted = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             events.cancel()
             raise ServiceUnavailableError(
                 f"model `{config.model}` has no replica ready after {wait_s:g} s; retry later",
@@ -97,9 +93,7 @@ class OpenAIIngress:
         an async iterator of chunk objects; otherwise the response object."""
         return await self._python_reply(Endpoint.CHAT, body)
 
-    async def completions(
-        self, body: dict[str, Any]
-    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """OpenAI (legacy) completion; streams like ``chat``."""
         return await self._python_reply(Endpoint.COMPLETIONS, body)
 
@@ -144,4 +138,3 @@ class OpenAIIngress:
     @app.get("/health")
     async def http_health(self) -> dict[str, str]:
         return {"status": "ok"}
-

@@ -1,29 +1,24 @@
-"""A vLLM engine in this process, answering OpenAI requests through vLLM's own serving layer.
+"""One model's vLLM engine, answering OpenAI requests through vLLM's own serving layer.
 
-The engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): vLLM's default
-spawns an engine-core process that imports torch again, which costs seconds on every
-start. Responses come from vLLM's ``OpenAIServingChat``/``OpenAIServingCompletion``, so
-chat templates, sampling parameters, ``stop``, ``logprobs`` and ``response_format``
-behave exactly as in ``vllm serve``.
+Responses come from vLLM's ``OpenAIServingChat`` and ``OpenAIServingCompletion``, so chat
+templates, sampling parameters, ``stop``, ``logprobs`` and ``response_format`` behave
+exactly as in ``vllm serve``. vLLM's ``AsyncLLM`` runs its engine core in a process it
+spawns (vLLM 0.32 has no in-process asyncio engine core); that process imports torch
+again, and with the import of vLLM here it is most of a cold start today.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
 
+from sllm_ray.engine import vllm_compat as vc
 from sllm_ray.protocol import Endpoint, ResponseHead
-
-# Must be set before vLLM reads its environment (first import of vllm.envs).
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-from sllm_ray.engine import vllm_compat as vc  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +60,7 @@ class OpenAIEngine:
 
         started = time.perf_counter()
         logger.info("building vLLM engine for %s from %s", self.model, self._args.model)
-        vllm_config = self._engine_args.create_engine_config(
-            usage_context=vc.UsageContext.OPENAI_API_SERVER
-        )
+        vllm_config = self._engine_args.create_engine_config(usage_context=vc.UsageContext.OPENAI_API_SERVER)
         self._llm = vc.AsyncLLM.from_vllm_config(
             vllm_config=vllm_config,
             usage_context=vc.UsageContext.OPENAI_API_SERVER,
@@ -95,9 +88,7 @@ class OpenAIEngine:
             self._llm.shutdown()
             self._llm = None
 
-    async def generate(
-        self, endpoint: Endpoint, body: dict[str, Any]
-    ) -> AsyncIterator[ResponseHead | str]:
+    async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
         """Yield a ``ResponseHead`` and, for a stream, vLLM's SSE events."""
         if endpoint is Endpoint.CHAT:
             request_cls, create = vc.ChatCompletionRequest, self._chat.create_chat_completion

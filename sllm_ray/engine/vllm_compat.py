@@ -28,7 +28,6 @@ from vllm.entrypoints.serve.exception_handling.error_response import create_erro
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
-
 __all__ = [
     "VLLM_VERSION",
     "AsyncEngineArgs",

@@ -117,7 +117,9 @@ def test_python_handle(serve_app: str) -> None:
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
-    completion = handle.completions.remote({"model": MODEL, "prompt": "hi", "max_tokens": 3, **EXACT}).result()
+    completion = handle.completions.remote(
+        {"model": MODEL, "prompt": "hi", "max_tokens": 3, **EXACT}
+    ).result()
     assert completion["usage"]["completion_tokens"] == 3
     assert {m["id"] for m in handle.models.remote().result()["data"]} >= {MODEL}
 
@@ -138,7 +140,11 @@ def _error(resp: httpx.Response) -> dict:
         (json.dumps({"messages": MESSAGES}).encode(), 404, "model"),
         (json.dumps({"model": "no-such-model", "messages": MESSAGES}).encode(), 404, "model"),
         (json.dumps({"model": MODEL, "messages": MESSAGES, "temperature": -1}).encode(), 400, "temperature"),
-        (json.dumps({"model": MODEL, "messages": MESSAGES, "max_tokens": "many"}).encode(), 400, "max_tokens"),
+        (
+            json.dumps({"model": MODEL, "messages": MESSAGES, "max_tokens": "many"}).encode(),
+            400,
+            "max_tokens",
+        ),
         (json.dumps({"model": MODEL, "messages": MESSAGES, "top_p": 7}).encode(), 400, "top_p"),
         (json.dumps({"model": MODEL}).encode(), 400, "messages"),
     ],

@@ -1,0 +1,103 @@
+"""AppConfig / ModelConfig validation and the Serve options derived from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from sllm_ray.config import AppConfig, AutoscalingConfig, ModelConfig, ResourceConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_make_a_serverless_model() -> None:
+    m = ModelConfig(model="m", model_source="org/m")
+    assert m.autoscaling.min_replicas == 0
+    assert m.deployment_name == "model:m"
+    serve_cfg = m.autoscaling.to_serve()
+    assert serve_cfg["min_replicas"] == 0 and serve_cfg["initial_replicas"] == 0
+    assert serve_cfg["downscale_delay_s"] == serve_cfg["downscale_to_zero_delay_s"] == 300
+    assert serve_cfg["upscale_delay_s"] == 0
+    assert AppConfig().request_wait_timeout_s == 120
+
+
+def test_keep_alive_maps_to_downscale_delays() -> None:
+    a = AutoscalingConfig(min_replicas=1, max_replicas=3, keep_alive_s=42, target_ongoing_requests=2)
+    cfg = a.to_serve()
+    assert cfg == {
+        "min_replicas": 1,
+        "initial_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2,
+        "upscale_delay_s": 0.0,
+        "downscale_delay_s": 42,
+        "downscale_to_zero_delay_s": 42,
+        "look_back_period_s": 15.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            {"model": "m", "model_source": "x", "autoscaling": {"min_replicas": 3, "max_replicas": 1}},
+            "must not exceed",
+        ),
+        ({"model": "m", "model_source": "x", "autoscaling": {"keep_alive_s": -1}}, "greater than or equal"),
+        ({"model": "m", "model_source": "x", "unknown": 1}, "Extra inputs"),
+        ({"model": "bad#name", "model_source": "x"}, "model names"),
+        ({"model": "", "model_source": "x"}, "model names"),
+        ({"model": "m", "model_source": "  "}, "must not be empty"),
+        ({"model": "m"}, "model_source"),
+        ({"model": "m", "model_source": "x", "resources": {"num_cpus": -1}}, "greater than or equal"),
+    ],
+)
+def test_invalid_model_configs_are_rejected(data: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        ModelConfig.model_validate(data)
+
+
+def test_duplicate_model_names_are_rejected() -> None:
+    m = {"model": "m", "model_source": "x"}
+    with pytest.raises(ValidationError, match="listed twice"):
+        AppConfig.model_validate({"models": [m, m]})
+
+
+def test_resources_become_ray_actor_options() -> None:
+    r = ResourceConfig(num_cpus=2, num_gpus=1, memory_bytes=1024, custom={"zone_a": 1})
+    assert r.to_ray_actor_options() == {
+        "num_cpus": 2,
+        "num_gpus": 1,
+        "memory": 1024,
+        "resources": {"zone_a": 1},
+    }
+    assert ResourceConfig().to_ray_actor_options() == {"num_cpus": 1.0, "num_gpus": 0.0}
+
+
+def test_relative_folders_resolve_and_hub_ids_pass_through(tmp_path: Path) -> None:
+    (tmp_path / "models" / "a").mkdir(parents=True)
+    local = ModelConfig(model="a", model_source="models/a")
+    assert local.resolved_source(tmp_path) == str((tmp_path / "models" / "a").resolve())
+    hub = ModelConfig(model="b", model_source="meta-llama/Llama-3.2-1B")
+    assert hub.resolved_source(tmp_path) == "meta-llama/Llama-3.2-1B"
+
+
+def test_shipped_serve_yaml_is_valid() -> None:
+    doc = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(doc)
+    (app,) = doc["applications"]
+    assert app["import_path"] == "sllm_ray.builder:build_app"
+    config = AppConfig.model_validate(app["args"])
+    assert [m.model for m in config.models] == ["tiny-llama"]
+
+
+def test_cluster_yaml_passes_rays_validation() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster" / "ray-cluster.yaml").read_text())
+    validate_config(prepare_config(config))
