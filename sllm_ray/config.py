@@ -7,8 +7,9 @@ imports vLLM: the ingress and the Serve controller read these models too.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -96,6 +97,12 @@ class ModelConfig(_Strict):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests one replica works on at once; more wait in Serve's queue."
     )
+    max_queued_requests: int | None = Field(
+        None, ge=1, description="Requests that may wait for this model's replicas; beyond it 429."
+    )
+    max_tokens_limit: int | None = Field(
+        None, ge=1, description="Cap on a request's max_tokens (filled in when a request omits it)."
+    )
     request_wait_timeout_s: float | None = Field(
         None, gt=0, description="This model's bound on waiting for a replica (default: the app's)."
     )
@@ -120,13 +127,16 @@ class ModelConfig(_Strict):
     def deployment_name(self) -> str:
         return DEPLOYMENT_PREFIX + self.model
 
-    def resolved_source(self, base: Path | None = None) -> str:
-        """The source as vLLM should see it: existing relative folders become absolute,
-        so replicas on any working directory find them; hub ids pass through."""
-        path = Path(self.model_source).expanduser()
-        if not path.is_absolute():
-            path = (base or Path.cwd()) / path
-        return str(path.resolve()) if path.exists() else self.model_source
+    def engine_fingerprint(self) -> str:
+        """Identity of what a replica's engine is built from: when it changes, replicas must
+        be replaced; any other change (autoscaling, limits) applies in place."""
+        identity = {
+            "model": self.model,
+            "model_source": self.model_source,
+            "engine_kwargs": self.engine_kwargs,
+            "resources": self.resources.model_dump(),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class AppConfig(_Strict):
@@ -140,6 +150,21 @@ class AppConfig(_Strict):
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After seconds sent with 503 responses.")
     ingress_replicas: int = Field(1, ge=1, description="Replicas of the OpenAI ingress deployment.")
+    data_dir: str = Field("data", description="Folder for the registry (relative: to the working dir).")
+    registry_path: str | None = Field(
+        None, description="SQLite registry file (default: <data_dir>/registry.sqlite)."
+    )
+    model_roots: list[str] = Field(
+        default_factory=lambda: ["models"],
+        description="Folders a local model_source must lie in (relative: to the working dir).",
+    )
+    allow_hub_models: bool = Field(True, description="Accept Hugging Face ids as model_source.")
+    api_keys_file: str | None = Field(
+        None, description="YAML/JSON file of API keys and roles (also: SLLM_RAY_API_KEYS env var)."
+    )
+    max_request_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted; beyond it 413."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> AppConfig:
@@ -149,3 +174,25 @@ class AppConfig(_Strict):
                 raise ValueError(f"model {model.model!r} is listed twice")
             seen.add(model.model)
         return self
+
+
+class ModelUpdate(_Strict):
+    """A partial change to a registered model (PATCH). Nested ``autoscaling`` and
+    ``resources`` merge into the current values; ``engine_kwargs`` replaces them whole, so
+    an argument can be removed."""
+
+    model_source: str | None = None
+    engine_kwargs: dict[str, Any] | None = None
+    autoscaling: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    max_ongoing_requests: int | None = None
+    max_queued_requests: int | None = None
+    max_tokens_limit: int | None = None
+    request_wait_timeout_s: float | None = None
+
+    def apply(self, current: ModelConfig) -> ModelConfig:
+        data = current.model_dump()
+        for key, value in self.model_dump(exclude_unset=True).items():
+            merge = key in ("autoscaling", "resources") and value is not None
+            data[key] = {**data[key], **value} if merge else value
+        return ModelConfig.model_validate(data)

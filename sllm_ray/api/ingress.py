@@ -3,31 +3,64 @@
 HTTP clients reach the FastAPI routes; Python callers use the same logic through the
 deployment handle (``handle.chat.remote(body)``, ``handle.options(stream=True)
 .chat.remote({..., "stream": True})``). Either way a request is forwarded to the
-per-model deployment named by its ``model`` field, as a stream on the Serve handle (see
-``sllm_ray.protocol``), waiting at most ``request_wait_timeout_s`` for a replica.
+deployment of the model named by its ``model`` field, as a stream on the Serve handle (see
+``sllm_ray.protocol``), waiting at most ``request_wait_timeout_s`` for a replica. Admin
+routes (``/v1/admin/...`` and ServerlessLLM's) go to the model manager.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from sllm_ray.api.errors import OpenAIError, ServiceUnavailableError, install_error_handlers
-from sllm_ray.api.routing import ModelDirectory, parse_json_body
-from sllm_ray.config import AppConfig
+from sllm_ray.api import compat
+from sllm_ray.api.auth import KeyStore, required_role
+from sllm_ray.api.errors import error_response, install_error_handlers
+from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
+from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.control.manager import model_app_name
+from sllm_ray.errors import (
+    OpenAIError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from sllm_ray.protocol import SSE_DONE, Accepted, Endpoint, ResponseHead, parse_sse_event
 
 logger = logging.getLogger(__name__)
 
+# How often the ingress re-reads the registry; a model registered or deleted through
+# another ingress replica is seen within this time (through this one: at once).
+REFRESH_S = 1.0
+# Last-use reports to the manager are sent at most this often per model.
+TOUCH_S = 1.0
+
 app = FastAPI(title="sllm_ray", description="Serverless LLM serving on Ray Serve")
 install_error_handlers(app)
+
+
+@app.middleware("http")
+async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """API keys and the body size limit, before any route runs."""
+    keys: KeyStore = request.app.state.keys
+    try:
+        keys.check(request.headers.get("authorization"), required_role(request.url.path))
+        length = request.headers.get("content-length")
+        limit: int = request.app.state.max_body
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLargeError(f"request body is {length} bytes; the limit is {limit}")
+    except OpenAIError as exc:
+        return error_response(exc)
+    return await call_next(request)
 
 
 class _Reply:
@@ -46,7 +79,7 @@ class _Reply:
         except Exception as exc:  # the replica died or the engine failed mid-stream
             logger.exception("stream failed")
             err = OpenAIError(f"stream interrupted: {type(exc).__name__}: {exc}")
-            yield f"data: {JSONResponse(err.body()).body.decode()}\n\n"
+            yield f"data: {error_response(err).body.decode()}\n\n"
             yield SSE_DONE
         finally:
             self.events.cancel()
@@ -62,25 +95,71 @@ class _Reply:
             yield chunk
 
 
+def _model_handle(config: ModelConfig) -> DeploymentHandle:
+    return serve.get_deployment_handle(config.deployment_name, app_name=model_app_name(config.model))
+
+
 @serve.ingress(app)
 class OpenAIIngress:
-    """Routes OpenAI requests to the per-model deployments."""
+    """Routes OpenAI requests to the per-model deployments; admin requests to the manager."""
 
-    def __init__(self, config: AppConfig, model_handles: dict[str, DeploymentHandle]) -> None:
+    async def __init__(self, config: AppConfig, manager: DeploymentHandle) -> None:
         self._config = config
-        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(config.models, model_handles)
+        self._manager = manager
+        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(_model_handle)
+        self._touched: dict[str, float] = {}
+        keys = KeyStore.load(config.api_keys_file)
+        if not keys.enabled:
+            logger.warning(
+                "NO API KEYS CONFIGURED: every route, the admin API included, is open to anyone "
+                "who can reach this port. Set api_keys_file or SLLM_RAY_API_KEYS."
+            )
+        app.state.keys = keys
+        app.state.max_body = config.max_request_body_bytes
+        await self._refresh()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def _refresh(self) -> None:
+        self._directory.sync(await self._manager.active_models.remote())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self._refresh()
+            except Exception:
+                logger.exception("could not refresh the model list")
+
+    async def _resolve(self, body: dict[str, Any]) -> tuple[ModelConfig, DeploymentHandle]:
+        name = body.get("model")
+        if isinstance(name, str) and name and name not in self._directory:
+            await self._refresh()  # registered a moment ago through another replica?
+        return self._directory.resolve(body)
+
+    def _touch(self, model: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(model, 0.0) >= TOUCH_S:
+            self._touched[model] = now
+            self._manager.touch.remote(model)
 
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any]) -> _Reply:
-        config, handle = self._directory.resolve(body)
+        config, handle = await self._resolve(body)
+        body = apply_max_tokens_limit(body, config.max_tokens_limit)
+        self._touch(config.model)
         events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(endpoint, body)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
+        retry_after = self._config.retry_after_s
         try:
             accepted = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
         except TimeoutError:
             events.cancel()
             raise ServiceUnavailableError(
-                f"model `{config.model}` has no replica ready after {wait_s:g} s; retry later",
-                self._config.retry_after_s,
+                f"model `{config.model}` has no replica ready after {wait_s:g} s; retry later", retry_after
+            ) from None
+        except BackPressureError:
+            raise TooManyRequestsError(
+                f"model `{config.model}` has {config.max_queued_requests} requests waiting; retry later",
+                retry_after,
             ) from None
         assert isinstance(accepted, Accepted), accepted
         head = await events.__anext__()
@@ -99,6 +178,7 @@ class OpenAIIngress:
 
     async def models(self) -> dict[str, Any]:
         """OpenAI's model list."""
+        await self._refresh()
         return self._directory.list_cards()
 
     async def _python_reply(
@@ -111,10 +191,13 @@ class OpenAIIngress:
             return reply.head.body
         return reply.chunks()
 
-    # HTTP API.
+    # OpenAI HTTP API.
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        return parse_json_body(await request.body(), self._config.max_request_body_bytes)
 
     async def _http_reply(self, endpoint: Endpoint, request: Request) -> Response:
-        reply = await self._forward(endpoint, parse_json_body(await request.body()))
+        reply = await self._forward(endpoint, await self._body(request))
         if reply.head.body is not None:
             return JSONResponse(reply.head.body, status_code=reply.head.status)
         return StreamingResponse(reply.sse(), media_type="text/event-stream")
@@ -133,8 +216,67 @@ class OpenAIIngress:
 
     @app.get("/v1/models/{model:path}")
     async def http_model(self, model: str) -> dict[str, Any]:
+        if model not in self._directory:
+            await self._refresh()
         return self._directory.card(model)
 
     @app.get("/health")
     async def http_health(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    # Admin HTTP API.
+
+    async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
+        record = await self._manager.register.remote(body)
+        self._directory.put(ModelConfig.model_validate(record["config"]))
+        return record
+
+    async def _update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        record = await self._manager.update.remote(name, patch)
+        self._directory.put(ModelConfig.model_validate(record["config"]))
+        return record
+
+    async def _delete(self, name: str) -> dict[str, Any]:
+        self._directory.remove(name)  # new requests get 404 from now on
+        return await self._manager.delete.remote(name)
+
+    @app.post("/v1/admin/models")
+    async def admin_register(self, request: Request) -> JSONResponse:
+        return JSONResponse(await self._register(await self._body(request)), status_code=201)
+
+    @app.get("/v1/admin/models")
+    async def admin_list(self) -> dict[str, Any]:
+        return {"object": "list", "data": await self._manager.describe.remote()}
+
+    @app.get("/v1/admin/models/{name:path}")
+    async def admin_get(self, name: str) -> dict[str, Any]:
+        (described,) = await self._manager.describe.remote(name)
+        return described
+
+    @app.patch("/v1/admin/models/{name:path}")
+    async def admin_update(self, name: str, request: Request) -> dict[str, Any]:
+        return await self._update(name, await self._body(request))
+
+    @app.delete("/v1/admin/models/{name:path}")
+    async def admin_delete(self, name: str) -> dict[str, Any]:
+        return await self._delete(name)
+
+    # ServerlessLLM-compatible admin API.
+
+    @app.post("/register")
+    async def sllm_register(self, request: Request) -> dict[str, Any]:
+        return await self._register(compat.register_body(await self._body(request)))
+
+    @app.post("/update")
+    async def sllm_update(self, request: Request) -> dict[str, Any]:
+        name, patch = compat.update_patch(await self._body(request))
+        return await self._update(name, patch)
+
+    @app.post("/delete")
+    async def sllm_delete(self, request: Request) -> dict[str, Any]:
+        body = await self._body(request)
+        return await self._delete(compat.model_name(body))
+
+    @app.get("/status")
+    async def status(self) -> dict[str, Any]:
+        return {"models": await self._manager.describe.remote()}

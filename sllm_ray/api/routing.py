@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from sllm_ray.api.errors import BadRequestError, ModelNotFoundError
 from sllm_ray.config import ModelConfig
+from sllm_ray.errors import BadRequestError, ModelNotFoundError, PayloadTooLargeError
 
 H = TypeVar("H")
 
+# Fields that bound generated tokens, per OpenAI endpoint family.
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object."""
+
+def parse_json_body(raw: bytes, limit: int | None = None) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object of at most ``limit`` bytes."""
+    if limit is not None and len(raw) > limit:
+        raise PayloadTooLargeError(f"request body is {len(raw)} bytes; the limit is {limit}")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -27,18 +32,42 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-class ModelDirectory(Generic[H]):
-    """Maps model names to their configs and to whatever reaches their deployment."""
+def apply_max_tokens_limit(body: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """Enforce a model's cap on generated tokens: over it is a 400, none given gets the cap."""
+    if limit is None:
+        return body
+    given = {f: body[f] for f in _MAX_TOKEN_FIELDS if body.get(f) is not None}
+    for field, value in given.items():
+        if isinstance(value, int) and value > limit:
+            raise BadRequestError(f"`{field}` is {value}; this model allows at most {limit}", param=field)
+    return body if given else {**body, "max_tokens": limit}
 
-    def __init__(self, models: list[ModelConfig], handles: Mapping[str, H]) -> None:
-        missing = {m.model for m in models} - set(handles)
-        if missing:
-            raise ValueError(f"no deployment handle for models: {sorted(missing)}")
-        self._models = {m.model: m for m in models}
-        self._handles = dict(handles)
+
+class ModelDirectory(Generic[H]):
+    """The models requests may be routed to, and a handle for each (made on first use)."""
+
+    def __init__(self, make_handle: Callable[[ModelConfig], H]) -> None:
+        self._make_handle = make_handle
+        self._models: dict[str, ModelConfig] = {}
+        self._handles: dict[str, H] = {}
         self._created = int(time.time())
 
-    def resolve(self, body: Mapping[str, Any]) -> tuple[ModelConfig, H]:
+    def sync(self, models: list[ModelConfig]) -> None:
+        """Replace the whole set (a refresh from the registry)."""
+        self._models = {m.model: m for m in models}
+        self._handles = {n: h for n, h in self._handles.items() if n in self._models}
+
+    def put(self, model: ModelConfig) -> None:
+        self._models[model.model] = model
+
+    def remove(self, name: str) -> None:
+        self._models.pop(name, None)
+        self._handles.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def resolve(self, body: dict[str, Any]) -> tuple[ModelConfig, H]:
         """The model named by the body's ``model`` field, or a 404 in OpenAI's shape."""
         name = body.get("model")
         if name is None or name == "":
@@ -50,18 +79,16 @@ class ModelDirectory(Generic[H]):
     def get(self, name: str) -> tuple[ModelConfig, H]:
         if name not in self._models:
             raise ModelNotFoundError(name)
-        return self._models[name], self._handles[name]
+        config = self._models[name]
+        if name not in self._handles:
+            self._handles[name] = self._make_handle(config)
+        return config, self._handles[name]
 
     def card(self, name: str) -> dict[str, Any]:
         """OpenAI's model object, answered without waking the model."""
-        config, _ = self.get(name)
-        return {
-            "id": config.model,
-            "object": "model",
-            "created": self._created,
-            "owned_by": "sllm-ray",
-            "root": config.model_source,
-        }
+        if name not in self._models:
+            raise ModelNotFoundError(name)
+        return {"id": name, "object": "model", "created": self._created, "owned_by": "sllm-ray"}
 
     def list_cards(self) -> dict[str, Any]:
-        return {"object": "list", "data": [self.card(name) for name in self._models]}
+        return {"object": "list", "data": [self.card(name) for name in sorted(self._models)]}

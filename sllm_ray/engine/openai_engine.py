@@ -10,6 +10,7 @@ again, and with the import of vLLM here it is most of a cold start today.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -124,3 +125,8 @@ def _validation_error(exc: ValidationError) -> dict[str, Any]:
             "code": 400,
         }
     }
+
+
+def engine_arg_names() -> list[str]:
+    """The engine arguments this vLLM accepts (run where vLLM is importable)."""
+    return sorted(f.name for f in dataclasses.fields(vc.AsyncEngineArgs))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
+from ray.serve import Application
 
 from sllm_ray.config import ModelConfig
 from sllm_ray.protocol import Accepted, Endpoint, ResponseHead
@@ -21,12 +22,11 @@ logger = logging.getLogger(__name__)
 class ModelServer:
     """Serve replica body for one model."""
 
-    async def __init__(self, config: ModelConfig, model_source: str) -> None:
+    async def __init__(self, model: str, model_source: str, engine_kwargs: dict[str, Any]) -> None:
         from sllm_ray.engine.openai_engine import OpenAIEngine
 
-        self._config = config
         self._replica = serve.get_replica_context().replica_id.unique_id
-        self._engine = OpenAIEngine(config.model, model_source, config.engine_kwargs)
+        self._engine = OpenAIEngine(model, model_source, engine_kwargs)
         await self._engine.start()
 
     async def generate(
@@ -44,3 +44,28 @@ class ModelServer:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+def build_model_deployment(config: ModelConfig) -> Application:
+    """The model's Serve deployment, starting at ``min_replicas`` (zero by default).
+
+    Its version is the engine fingerprint: redeploying with other autoscaling or limits
+    updates the running replicas in place; other engine arguments, source or resources
+    replace them.
+    """
+    deployment = serve.deployment(ModelServer).options(
+        name=config.deployment_name,
+        version=config.engine_fingerprint(),
+        autoscaling_config=config.autoscaling.to_serve(),
+        max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests or -1,
+        ray_actor_options=config.resources.to_ray_actor_options(),
+        # The engine build is the slow part of a replica's start; Serve's default
+        # health-check period would otherwise probe a half-built engine.
+        health_check_period_s=10,
+        health_check_timeout_s=30,
+        # Bounds how long in-flight requests may finish when a model is deleted.
+        graceful_shutdown_timeout_s=30,
+        _internal=True,  # Serve only takes an explicit version from internal callers
+    )
+    return deployment.bind(config.model, config.model_source, config.engine_kwargs)

@@ -18,8 +18,10 @@ BASE_URL = "http://127.0.0.1:8000"
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True}
 
 
-def app_config(model_dir: Path) -> dict:
+def app_config(model_dir: Path, data_dir: Path) -> dict:
     return {
+        "data_dir": str(data_dir),
+        "model_roots": [str(model_dir.parent)],
         "request_wait_timeout_s": 180,
         "retry_after_s": 7,
         "models": [
@@ -47,15 +49,23 @@ def app_config(model_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def serve_app(ray_session: None, tiny_model_dir: Path) -> Iterator[str]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+def deploy(model_dir: Path, data_dir: Path, **overrides: object) -> None:
     from ray import serve
 
     from sllm_ray.builder import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
-    serve.run(build_app(app_config(tiny_model_dir)), name=APP_NAME, route_prefix="/")
+    serve.run(build_app({**app_config(model_dir, data_dir), **overrides}), name=APP_NAME, route_prefix="/")
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_session: None, tiny_model_dir: Path, data_dir: Path) -> Iterator[str]:
+    deploy(tiny_model_dir, data_dir)
     yield BASE_URL
-    serve.delete(APP_NAME)
 
 
 @pytest.fixture(scope="session")

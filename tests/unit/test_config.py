@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sllm_ray.config import AppConfig, AutoscalingConfig, ModelConfig, ResourceConfig
+from sllm_ray.config import AppConfig, AutoscalingConfig, ModelConfig, ModelUpdate, ResourceConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,12 +77,30 @@ def test_resources_become_ray_actor_options() -> None:
     assert ResourceConfig().to_ray_actor_options() == {"num_cpus": 1.0, "num_gpus": 0.0}
 
 
-def test_relative_folders_resolve_and_hub_ids_pass_through(tmp_path: Path) -> None:
-    (tmp_path / "models" / "a").mkdir(parents=True)
-    local = ModelConfig(model="a", model_source="models/a")
-    assert local.resolved_source(tmp_path) == str((tmp_path / "models" / "a").resolve())
-    hub = ModelConfig(model="b", model_source="meta-llama/Llama-3.2-1B")
-    assert hub.resolved_source(tmp_path) == "meta-llama/Llama-3.2-1B"
+def test_patch_merges_nested_settings_and_replaces_engine_kwargs() -> None:
+    current = ModelConfig(
+        model="m",
+        model_source="org/m",
+        engine_kwargs={"max_model_len": 512, "enforce_eager": True},
+        autoscaling={"max_replicas": 3, "keep_alive_s": 60},
+    )
+    patched = ModelUpdate(autoscaling={"keep_alive_s": 5}).apply(current)
+    assert patched.autoscaling.keep_alive_s == 5 and patched.autoscaling.max_replicas == 3
+    assert patched.engine_fingerprint() == current.engine_fingerprint()  # applies in place
+
+    rolled = ModelUpdate(engine_kwargs={"max_model_len": 256}).apply(current)
+    assert rolled.engine_kwargs == {"max_model_len": 256}
+    assert rolled.engine_fingerprint() != current.engine_fingerprint()
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"autoscaling": {"min_replicas": 5}}, {"max_queued_requests": 0}, {"model": "renamed"}, {"x": 1}],
+)
+def test_invalid_patches_are_rejected(patch: dict) -> None:
+    current = ModelConfig(model="m", model_source="org/m")
+    with pytest.raises(ValidationError):
+        ModelUpdate.model_validate(patch).apply(current)
 
 
 def test_shipped_serve_yaml_is_valid() -> None:

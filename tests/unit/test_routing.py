@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sllm_ray.api.errors import BadRequestError, ModelNotFoundError, OpenAIError, ServiceUnavailableError
-from sllm_ray.api.routing import ModelDirectory, parse_json_body
+from sllm_ray.api.errors import error_response
+from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
 from sllm_ray.config import ModelConfig
+from sllm_ray.errors import (
+    BadRequestError,
+    ModelNotFoundError,
+    OpenAIError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
 from sllm_ray.protocol import ResponseHead, parse_sse_event
 
 MODELS = [ModelConfig(model="a", model_source="src-a"), ModelConfig(model="org/b", model_source="src-b")]
@@ -14,12 +21,14 @@ MODELS = [ModelConfig(model="a", model_source="src-a"), ModelConfig(model="org/b
 
 @pytest.fixture
 def directory() -> ModelDirectory[str]:
-    return ModelDirectory(MODELS, {"a": "handle-a", "org/b": "handle-b"})
+    directory: ModelDirectory[str] = ModelDirectory(lambda config: f"handle-{config.model}")
+    directory.sync(MODELS)
+    return directory
 
 
 def test_resolve_picks_the_named_model(directory: ModelDirectory[str]) -> None:
     config, handle = directory.resolve({"model": "org/b", "messages": []})
-    assert (config.model, handle) == ("org/b", "handle-b")
+    assert (config.model, handle) == ("org/b", "handle-org/b")
 
 
 @pytest.mark.parametrize("body", [{}, {"model": None}, {"model": ""}])
@@ -39,9 +48,23 @@ def test_non_string_model_is_400(directory: ModelDirectory[str]) -> None:
         directory.resolve({"model": 3})
 
 
-def test_every_model_needs_a_handle() -> None:
-    with pytest.raises(ValueError, match="no deployment handle"):
-        ModelDirectory(MODELS, {"a": "handle-a"})
+def test_handles_are_made_once_and_dropped_with_their_model() -> None:
+    made: list[str] = []
+
+    def make(config: ModelConfig) -> str:
+        made.append(config.model)
+        return f"handle-{config.model}#{len(made)}"
+
+    directory: ModelDirectory[str] = ModelDirectory(make)
+    directory.sync(MODELS)
+    assert directory.get("a")[1] == directory.get("a")[1] == "handle-a#1"
+    directory.remove("a")
+    with pytest.raises(ModelNotFoundError):
+        directory.get("a")
+    directory.put(MODELS[0])
+    assert directory.get("a")[1] == "handle-a#2"
+    directory.sync(MODELS[1:])
+    assert "a" not in directory and "org/b" in directory
 
 
 def test_model_cards(directory: ModelDirectory[str]) -> None:
@@ -57,12 +80,29 @@ def test_bodies_that_are_not_json_objects_are_400(raw: bytes) -> None:
         parse_json_body(raw)
 
 
+def test_oversized_bodies_are_413() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        parse_json_body(b'{"a": "' + b"x" * 100 + b'"}', limit=50)
+    assert parse_json_body(b'{"a": 1}', limit=50) == {"a": 1}
+
+
+def test_max_tokens_limit_caps_and_fills_in() -> None:
+    assert apply_max_tokens_limit({"max_tokens": 5}, None) == {"max_tokens": 5}
+    assert apply_max_tokens_limit({}, 16) == {"max_tokens": 16}
+    assert apply_max_tokens_limit({"max_tokens": 16}, 16) == {"max_tokens": 16}
+    assert apply_max_tokens_limit({"max_completion_tokens": 8}, 16) == {"max_completion_tokens": 8}
+    for field in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(BadRequestError) as info:
+            apply_max_tokens_limit({field: 17}, 16)
+        assert info.value.param == field
+
+
 def test_error_bodies_have_openai_shape() -> None:
-    err = ServiceUnavailableError("busy", retry_after_s=9)
+    err = ServiceUnavailableError("busy", 9)
     assert err.body() == {
         "error": {"message": "busy", "type": "service_unavailable", "param": None, "code": 503}
     }
-    response = err.response()
+    response = error_response(err)
     assert response.status_code == 503 and response.headers["retry-after"] == "9"
 
     rebuilt = OpenAIError.from_body(

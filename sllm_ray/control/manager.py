@@ -1,0 +1,231 @@
+"""The model manager: the one writer of the registry and of the model applications.
+
+Each registered model runs as its own Serve application ``sllm-model-...`` holding the
+deployment ``model:<name>``, so models are added, changed and removed at run time without
+touching the others (a Serve application's set of deployments is fixed when it is built).
+The manager runs as a single-replica deployment beside the ingress; on start it seeds the
+registry from the config and redeploys every registered model, which is how models come
+back after the Serve application or the whole Ray cluster restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import ValidationError
+from ray import serve
+
+from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.control.registry import (
+    DELETING,
+    DuplicateModelError,
+    ModelRecord,
+    Registry,
+    UnknownModelError,
+)
+from sllm_ray.control.sources import SourceError, resolve_source
+from sllm_ray.errors import ConflictError, ModelNotFoundError, UnprocessableError
+from sllm_ray.serving.model_server import build_model_deployment
+
+logger = logging.getLogger(__name__)
+
+MODEL_APP_PREFIX = "sllm-model-"
+
+
+def model_app_name(model: str) -> str:
+    """A Serve application name for the model: readable, and unique even when two model
+    names differ only in characters that are replaced."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "-", model)
+    digest = hashlib.sha1(model.encode()).hexdigest()[:8]
+    return f"{MODEL_APP_PREFIX}{readable}-{digest}"
+
+
+def validation_error(exc: ValidationError) -> UnprocessableError:
+    """Pydantic's errors as one 422 naming every offending field."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+    return UnprocessableError("; ".join(parts), param=".".join(str(p) for p in first) or None)
+
+
+@ray.remote(num_cpus=0)
+def _engine_arg_names() -> list[str]:
+    from sllm_ray.engine.openai_engine import engine_arg_names
+
+    return engine_arg_names()
+
+
+class ModelManager:
+    """Registers, updates and deletes models; keeps Serve in line with the registry."""
+
+    def __init__(self, config: AppConfig, registry_path: str, base_dir: str) -> None:
+        self._config = config
+        self._base = Path(base_dir)
+        self._registry = Registry(registry_path)
+        # One Serve API call at a time: deploys and deletes of one model must not interleave.
+        self._serve_lock = asyncio.Lock()
+        self._last_used: dict[str, float] = {}
+        self._engine_args: asyncio.Future[list[str]] | None = None
+        seeded = self._registry.seed([self._checked(m) for m in config.models])
+        logger.info("registry %s: seeded %s", registry_path, seeded or "nothing new")
+        self._reconciled = asyncio.get_running_loop().create_task(self._reconcile())
+
+    # Validation.
+
+    def _checked(self, config: ModelConfig) -> ModelConfig:
+        try:
+            source = resolve_source(
+                config.model_source,
+                self._config.model_roots,
+                allow_hub=self._config.allow_hub_models,
+                base=self._base,
+            )
+        except SourceError as exc:
+            raise UnprocessableError(str(exc), param="model_source") from None
+        return config.model_copy(update={"model_source": source})
+
+    async def _check_engine_kwargs(self, config: ModelConfig) -> None:
+        if not config.engine_kwargs:
+            return
+        if self._engine_args is None:
+            # vLLM is imported once, in a task, never in this process.
+            self._engine_args = asyncio.ensure_future(_engine_arg_names.remote())
+        known = set(await asyncio.shield(self._engine_args))
+        unknown = sorted(set(config.engine_kwargs) - known)
+        if unknown:
+            raise UnprocessableError(
+                f"engine_kwargs: unknown vLLM engine arguments {unknown}", param="engine_kwargs"
+            )
+
+    async def _validated(self, data: dict[str, Any] | ModelConfig) -> ModelConfig:
+        try:
+            config = data if isinstance(data, ModelConfig) else ModelConfig.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        config = self._checked(config)
+        await self._check_engine_kwargs(config)
+        return config
+
+    # Serve.
+
+    async def _deploy(self, config: ModelConfig) -> None:
+        app = build_model_deployment(config)
+        async with self._serve_lock:
+            await asyncio.to_thread(serve.run, app, name=model_app_name(config.model), route_prefix=None)
+        logger.info("deployed model %s (engine %s)", config.model, config.engine_fingerprint())
+
+    async def _undeploy(self, name: str) -> None:
+        async with self._serve_lock:
+            await asyncio.to_thread(serve.delete, model_app_name(name))
+        logger.info("removed model %s", name)
+
+    async def _reconcile(self) -> None:
+        """Bring Serve in line with the registry after a (re)start."""
+        records = self._registry.list()
+        wanted = {model_app_name(r.name) for r in records if r.state != DELETING}
+        for record in records:
+            try:
+                if record.state == DELETING:
+                    await self._undeploy(record.name)
+                    self._registry.remove(record.name)
+                else:
+                    await self._deploy(record.config)
+            except Exception:
+                logger.exception("could not restore model %s", record.name)
+        stray = [n for n in serve.status().applications if n.startswith(MODEL_APP_PREFIX) and n not in wanted]
+        for app_name in stray:
+            async with self._serve_lock:
+                await asyncio.to_thread(serve.delete, app_name)
+        logger.info("reconciled %d models, removed %d stray model apps", len(records), len(stray))
+
+    # API.
+
+    async def ready(self) -> None:
+        await asyncio.shield(self._reconciled)
+
+    async def register(self, data: dict[str, Any]) -> dict[str, Any]:
+        config = await self._validated(data)
+        try:
+            record = self._registry.add(config)
+        except DuplicateModelError as exc:
+            raise ConflictError(str(exc), param="model") from None
+        try:
+            await self._deploy(config)
+        except Exception as exc:
+            self._registry.remove(config.model)
+            raise UnprocessableError(f"model could not be deployed: {exc}") from exc
+        return record.to_json()
+
+    async def update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        current = self._get(name)
+        try:
+            update = ModelUpdate.model_validate(patch)
+            config = update.apply(current.config)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        config = await self._validated(config)
+        try:
+            record = self._registry.replace(config)
+        except UnknownModelError:
+            raise ModelNotFoundError(name) from None
+        rolled = config.engine_fingerprint() != current.config.engine_fingerprint()
+        await self._deploy(config)
+        return {**record.to_json(), "replicas_rolled": rolled}
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        """Stop routing to the model at once; in-flight requests finish (bounded by the
+        deployment's graceful shutdown timeout) before its application goes."""
+        try:
+            self._registry.mark_deleting(name)
+        except UnknownModelError:
+            raise ModelNotFoundError(name) from None
+        await self._undeploy(name)
+        self._registry.remove(name)
+        self._last_used.pop(name, None)
+        return {"model": name, "deleted": True}
+
+    def _get(self, name: str) -> ModelRecord:
+        try:
+            record = self._registry.get(name)
+        except UnknownModelError:
+            raise ModelNotFoundError(name) from None
+        if record.state == DELETING:
+            raise ModelNotFoundError(name)
+        return record
+
+    async def active_models(self) -> list[ModelConfig]:
+        """The models requests may be routed to."""
+        return [r.config for r in self._registry.list() if r.state != DELETING]
+
+    async def touch(self, name: str) -> None:
+        self._last_used[name] = time.time()
+
+    async def describe(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registry records with their live state: replicas by state, last use."""
+        records = [self._get(name)] if name is not None else self._registry.list()
+        apps = serve.status().applications
+        out = []
+        for record in records:
+            app = apps.get(model_app_name(record.name))
+            deployment = app.deployments.get(record.config.deployment_name) if app else None
+            replicas = {str(k): v for k, v in deployment.replica_states.items() if v} if deployment else {}
+            out.append(
+                {
+                    **record.to_json(),
+                    "app": model_app_name(record.name),
+                    "deployment_status": str(deployment.status) if deployment else "NOT_DEPLOYED",
+                    "replicas": replicas,
+                    "last_used": self._last_used.get(record.name),
+                    "checkpoint": {"source": record.config.model_source},
+                }
+            )
+        return out

@@ -1,0 +1,116 @@
+"""Errors in OpenAI's shape, raised as typed exceptions anywhere in sllm_ray.
+
+Every error a client sees is ``{"error": {"message", "type", "param", "code"}}`` with the
+matching HTTP status, so the official ``openai`` client raises its own typed errors
+(``BadRequestError``, ``NotFoundError``, ...). ``sllm_ray.api.errors`` renders them; this
+module has no web-framework dependency, so the control plane raises them too (Ray
+re-raises them in the caller as instances of the same class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenAIError(Exception):
+    """An error to send back in OpenAI's format."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+    @classmethod
+    def from_body(cls, status: int, body: dict[str, Any]) -> OpenAIError:
+        """Rebuild the error an engine already rendered (vLLM's ``ErrorResponse``)."""
+        error = body.get("error", {})
+        return cls(
+            str(error.get("message", "error")),
+            param=error.get("param"),
+            status=status,
+            type=str(error.get("type", "error")),
+        )
+
+
+class BadRequestError(OpenAIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(OpenAIError):
+    status = 401
+    type = "authentication_error"
+
+
+class PermissionDeniedError(OpenAIError):
+    status = 403
+    type = "permission_error"
+
+
+class ModelNotFoundError(OpenAIError):
+    status = 404
+    type = "invalid_request_error"
+
+    def __init__(self, model: str | None) -> None:
+        if model is None:
+            super().__init__("you must provide a model parameter", param="model")
+        else:
+            super().__init__(f"The model `{model}` does not exist.", param="model")
+
+
+class ConflictError(OpenAIError):
+    status = 409
+    type = "conflict_error"
+
+
+class PayloadTooLargeError(OpenAIError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class UnprocessableError(OpenAIError):
+    """A well-formed request whose content is invalid (field-level validation)."""
+
+    status = 422
+    type = "invalid_request_error"
+
+
+class _RetryLater(OpenAIError):
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class TooManyRequestsError(_RetryLater):
+    status = 429
+    type = "rate_limit_error"
+
+
+class ServiceUnavailableError(_RetryLater):
+    status = 503
+    type = "service_unavailable"

@@ -1,0 +1,85 @@
+"""ServerlessLLM's registration JSON, as its docs and default config give it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sllm_ray.api import compat
+from sllm_ray.config import ModelConfig
+from sllm_ray.errors import UnprocessableError
+
+# ServerlessLLM's `sllm deploy` default config (sllm/cli/default_config.json) with a model
+# filled in, as `sllm deploy --model facebook/opt-1.3b` sends it.
+SLLM_DEFAULT = {
+    "model": "facebook/opt-1.3b",
+    "backend": "vllm",
+    "num_gpus": 1,
+    "auto_scaling_config": {
+        "metric": "concurrency",
+        "target": 1,
+        "min_instances": 0,
+        "max_instances": 10,
+        "keep_alive": 0,
+    },
+    "backend_config": {
+        "pretrained_model_name_or_path": "",
+        "device_map": "auto",
+        "dtype": "float16",
+        "hf_model_class": "AutoModelForCausalLM",
+    },
+}
+
+
+def test_register_translates_their_default_config() -> None:
+    body = compat.register_body(SLLM_DEFAULT)
+    config = ModelConfig.model_validate(body)
+    assert config.model == config.model_source == "facebook/opt-1.3b"
+    assert config.engine_kwargs == {"dtype": "float16"}
+    assert config.resources.num_gpus == 1
+    a = config.autoscaling
+    assert (a.min_replicas, a.max_replicas, a.target_ongoing_requests, a.keep_alive_s) == (0, 10, 1, 0)
+
+
+def test_older_torch_dtype_and_vllm_arguments_carry_over() -> None:
+    body = compat.register_body(
+        {
+            "model": "m",
+            "backend_config": {
+                "pretrained_model_name_or_path": "org/m",
+                "torch_dtype": "bfloat16",
+                "tensor_parallel_size": 2,
+            },
+        }
+    )
+    assert body["model_source"] == "org/m"
+    assert body["engine_kwargs"] == {"dtype": "bfloat16", "tensor_parallel_size": 2}
+
+
+def test_register_with_only_a_model_name() -> None:
+    assert compat.register_body({"model": "org/m"}) == {
+        "model": "org/m",
+        "model_source": "org/m",
+        "engine_kwargs": {},
+    }
+
+
+def test_update_only_touches_given_sections() -> None:
+    name, patch = compat.update_patch({"model": "m", "auto_scaling_config": {"max_instances": 2}})
+    assert (name, patch) == ("m", {"autoscaling": {"max_replicas": 2}})
+    _, patch = compat.update_patch({"model": "m", "backend_config": {"max_model_len": 256}})
+    assert patch == {"engine_kwargs": {"max_model_len": 256}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"model": ""},
+        {"model": "m", "backend": "transformers"},
+        {"model": "m", "auto_scaling_config": {"metric": "rps"}},
+        {"model": "m", "auto_scaling_config": {"min_instance": 1}},
+    ],
+)
+def test_unsupported_input_is_422(body: dict) -> None:
+    with pytest.raises(UnprocessableError):
+        compat.register_body(body)
