@@ -50,10 +50,13 @@ class AutoscalingConfig(_Strict):
         return self
 
     def to_serve(self) -> dict[str, Any]:
-        """Serve's ``autoscaling_config`` for this policy."""
+        """Serve's ``autoscaling_config`` for this policy.
+
+        No ``initial_replicas``: Serve resets a running deployment to it whenever the
+        autoscaling config changes, which would drop busy replicas on a keep-alive update.
+        A new deployment starts at ``min_replicas`` all the same."""
         return {
             "min_replicas": self.min_replicas,
-            "initial_replicas": self.min_replicas,
             "max_replicas": self.max_replicas,
             "target_ongoing_requests": self.target_ongoing_requests,
             "upscale_delay_s": 0.0,

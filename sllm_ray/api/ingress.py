@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 1.0
 # Last-use reports to the manager are sent at most this often per model.
 TOUCH_S = 1.0
+REPLICA_HEADER = "x-sllm-replica"
 
 app = FastAPI(title="sllm_ray", description="Serverless LLM serving on Ray Serve")
 install_error_handlers(app)
@@ -53,7 +54,9 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
     """API keys and the body size limit, before any route runs."""
     keys: KeyStore = request.app.state.keys
     try:
-        keys.check(request.headers.get("authorization"), required_role(request.url.path))
+        # Serve mounts the app under its route prefix (the ASGI root_path).
+        path = request.url.path.removeprefix(request.scope.get("root_path", "").rstrip("/"))
+        keys.check(request.headers.get("authorization"), required_role(path or "/"))
         length = request.headers.get("content-length")
         limit: int = request.app.state.max_body
         if length is not None and length.isdigit() and int(length) > limit:
@@ -66,9 +69,15 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
 class _Reply:
     """A forwarded request once its replica answered: the head and, for a stream, the rest."""
 
-    def __init__(self, head: ResponseHead, events: DeploymentResponseGenerator) -> None:
+    def __init__(self, replica: str, head: ResponseHead, events: DeploymentResponseGenerator) -> None:
+        self.replica = replica
         self.head = head
         self.events = events
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Which replica answered: for operators following a request through the logs."""
+        return {REPLICA_HEADER: self.replica}
 
     async def sse(self) -> AsyncIterator[str]:
         """The stream's events; a failure mid-stream becomes a final SSE error event, since
@@ -95,10 +104,6 @@ class _Reply:
             yield chunk
 
 
-def _model_handle(config: ModelConfig) -> DeploymentHandle:
-    return serve.get_deployment_handle(config.deployment_name, app_name=model_app_name(config.model))
-
-
 @serve.ingress(app)
 class OpenAIIngress:
     """Routes OpenAI requests to the per-model deployments; admin requests to the manager."""
@@ -106,7 +111,8 @@ class OpenAIIngress:
     async def __init__(self, config: AppConfig, manager: DeploymentHandle) -> None:
         self._config = config
         self._manager = manager
-        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(_model_handle)
+        self._owner = serve.get_replica_context().app_name
+        self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(self._model_handle)
         self._touched: dict[str, float] = {}
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
@@ -118,6 +124,10 @@ class OpenAIIngress:
         app.state.max_body = config.max_request_body_bytes
         await self._refresh()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    def _model_handle(self, config: ModelConfig) -> DeploymentHandle:
+        app_name = model_app_name(self._owner, config.model)
+        return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
 
     async def _refresh(self) -> None:
         self._directory.sync(await self._manager.active_models.remote())
@@ -163,7 +173,7 @@ class OpenAIIngress:
             ) from None
         assert isinstance(accepted, Accepted), accepted
         head = await events.__anext__()
-        return _Reply(head, events)
+        return _Reply(accepted.replica, head, events)
 
     # Python API (through the deployment handle).
 
@@ -199,8 +209,8 @@ class OpenAIIngress:
     async def _http_reply(self, endpoint: Endpoint, request: Request) -> Response:
         reply = await self._forward(endpoint, await self._body(request))
         if reply.head.body is not None:
-            return JSONResponse(reply.head.body, status_code=reply.head.status)
-        return StreamingResponse(reply.sse(), media_type="text/event-stream")
+            return JSONResponse(reply.head.body, status_code=reply.head.status, headers=reply.headers)
+        return StreamingResponse(reply.sse(), media_type="text/event-stream", headers=reply.headers)
 
     @app.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> Response:

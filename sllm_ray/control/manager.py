@@ -1,8 +1,9 @@
 """The model manager: the one writer of the registry and of the model applications.
 
-Each registered model runs as its own Serve application ``sllm-model-...`` holding the
-deployment ``model:<name>``, so models are added, changed and removed at run time without
-touching the others (a Serve application's set of deployments is fixed when it is built).
+Each registered model runs as its own Serve application ``<app>-model-...`` (``<app>`` is
+the sllm_ray application's name) holding the deployment ``model:<name>``, so models are
+added, changed and removed at run time without touching the others (a Serve application's
+set of deployments is fixed when it is built).
 The manager runs as a single-replica deployment beside the ingress; on start it seeds the
 registry from the config and redeploys every registered model, which is how models come
 back after the Serve application or the whole Ray cluster restarts.
@@ -36,15 +37,19 @@ from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
 
-MODEL_APP_PREFIX = "sllm-model-"
+
+def model_app_prefix(owner: str) -> str:
+    """Prefix of the model applications of the sllm_ray application ``owner``: two sllm_ray
+    applications in one cluster each manage only their own."""
+    return f"{owner}-model-"
 
 
-def model_app_name(model: str) -> str:
+def model_app_name(owner: str, model: str) -> str:
     """A Serve application name for the model: readable, and unique even when two model
     names differ only in characters that are replaced."""
     readable = re.sub(r"[^A-Za-z0-9._-]", "-", model)
     digest = hashlib.sha1(model.encode()).hexdigest()[:8]
-    return f"{MODEL_APP_PREFIX}{readable}-{digest}"
+    return f"{model_app_prefix(owner)}{readable}-{digest}"
 
 
 def validation_error(exc: ValidationError) -> UnprocessableError:
@@ -71,6 +76,7 @@ class ModelManager:
         self._config = config
         self._base = Path(base_dir)
         self._registry = Registry(registry_path)
+        self._owner = serve.get_replica_context().app_name
         # One Serve API call at a time: deploys and deletes of one model must not interleave.
         self._serve_lock = asyncio.Lock()
         self._last_used: dict[str, float] = {}
@@ -78,6 +84,9 @@ class ModelManager:
         seeded = self._registry.seed([self._checked(m) for m in config.models])
         logger.info("registry %s: seeded %s", registry_path, seeded or "nothing new")
         self._reconciled = asyncio.get_running_loop().create_task(self._reconcile())
+
+    def _app(self, model: str) -> str:
+        return model_app_name(self._owner, model)
 
     # Validation.
 
@@ -118,20 +127,24 @@ class ModelManager:
     # Serve.
 
     async def _deploy(self, config: ModelConfig) -> None:
+        """Hand the model's application to Serve. Returns once Serve has taken it, not once
+        replicas run: a model may have none (scale to zero) or some that cannot be placed
+        yet, and an admin call must not wait on either."""
         app = build_model_deployment(config)
+        target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
-            await asyncio.to_thread(serve.run, app, name=model_app_name(config.model), route_prefix=None)
+            await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
         logger.info("deployed model %s (engine %s)", config.model, config.engine_fingerprint())
 
     async def _undeploy(self, name: str) -> None:
         async with self._serve_lock:
-            await asyncio.to_thread(serve.delete, model_app_name(name))
+            await asyncio.to_thread(serve.delete, self._app(name))
         logger.info("removed model %s", name)
 
     async def _reconcile(self) -> None:
         """Bring Serve in line with the registry after a (re)start."""
         records = self._registry.list()
-        wanted = {model_app_name(r.name) for r in records if r.state != DELETING}
+        wanted = {self._app(r.name) for r in records if r.state != DELETING}
         for record in records:
             try:
                 if record.state == DELETING:
@@ -141,7 +154,8 @@ class ModelManager:
                     await self._deploy(record.config)
             except Exception:
                 logger.exception("could not restore model %s", record.name)
-        stray = [n for n in serve.status().applications if n.startswith(MODEL_APP_PREFIX) and n not in wanted]
+        prefix = model_app_prefix(self._owner)
+        stray = [n for n in serve.status().applications if n.startswith(prefix) and n not in wanted]
         for app_name in stray:
             async with self._serve_lock:
                 await asyncio.to_thread(serve.delete, app_name)
@@ -203,7 +217,9 @@ class ModelManager:
         return record
 
     async def active_models(self) -> list[ModelConfig]:
-        """The models requests may be routed to."""
+        """The models requests may be routed to: once the restored ones are deployed, so an
+        ingress never routes to an application that is not there yet."""
+        await self.ready()
         return [r.config for r in self._registry.list() if r.state != DELETING]
 
     async def touch(self, name: str) -> None:
@@ -215,14 +231,14 @@ class ModelManager:
         apps = serve.status().applications
         out = []
         for record in records:
-            app = apps.get(model_app_name(record.name))
+            app = apps.get(self._app(record.name))
             deployment = app.deployments.get(record.config.deployment_name) if app else None
             replicas = {str(k): v for k, v in deployment.replica_states.items() if v} if deployment else {}
             out.append(
                 {
                     **record.to_json(),
-                    "app": model_app_name(record.name),
-                    "deployment_status": str(deployment.status) if deployment else "NOT_DEPLOYED",
+                    "app": self._app(record.name),
+                    "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
                     "replicas": replicas,
                     "last_used": self._last_used.get(record.name),
                     "checkpoint": {"source": record.config.model_source},

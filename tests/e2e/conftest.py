@@ -1,65 +1,18 @@
-"""The application under test: real Serve, real vLLM (CPU build), three models.
-
-- ``tiny``: the functional model; a long keep-alive so it stays warm across tests.
-- ``tiny-ephemeral``: same weights, keep-alive of 2 s, for the scale-to-zero test.
-- ``unplaceable``: needs a Ray resource no node has, so its replica never starts; with a
-  2 s wait bound it shows the 503 path.
-"""
+"""Fixtures of the end-to-end suite: the app of ``app_under_test``, deployed once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-
-APP_NAME = "sllm"
-BASE_URL = "http://127.0.0.1:8000"
-ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True}
-
-
-def app_config(model_dir: Path, data_dir: Path) -> dict:
-    return {
-        "data_dir": str(data_dir),
-        "model_roots": [str(model_dir.parent)],
-        "request_wait_timeout_s": 180,
-        "retry_after_s": 7,
-        "models": [
-            {
-                "model": "tiny",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "autoscaling": {"keep_alive_s": 600},
-            },
-            {
-                "model": "tiny-ephemeral",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "autoscaling": {"keep_alive_s": 2, "look_back_period_s": 11},
-            },
-            {
-                "model": "unplaceable",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "resources": {"custom": {"node_that_does_not_exist": 1}},
-                "request_wait_timeout_s": 2,
-            },
-        ],
-    }
+from app_under_test import BASE_URL, deploy, replica_states
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
-
-
-def deploy(model_dir: Path, data_dir: Path, **overrides: object) -> None:
-    from ray import serve
-
-    from sllm_ray.builder import build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
-    serve.run(build_app({**app_config(model_dir, data_dir), **overrides}), name=APP_NAME, route_prefix="/")
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +26,15 @@ def client(serve_app: str):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{serve_app}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def admin(serve_app: str) -> Iterator[httpx.Client]:
+    """Raw HTTP to the app, for the admin API and exact status codes."""
+    with httpx.Client(base_url=serve_app, timeout=300) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def replicas() -> Callable[[str], dict[str, int]]:
+    return replica_states

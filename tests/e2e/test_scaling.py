@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
 
 
-def _replicas(model: str) -> dict[str, int]:
-    from ray import serve
-
-    from sllm_ray.control.manager import model_app_name
-
-    status = serve.status().applications[model_app_name(model)].deployments[f"model:{model}"]
-    return {str(k): v for k, v in status.replica_states.items() if v}
-
-
-def test_scale_from_zero_then_back_to_zero(client: openai.OpenAI) -> None:
-    assert "RUNNING" not in _replicas("tiny-ephemeral"), "should start with no replica"
+def test_scale_from_zero_then_back_to_zero(client: openai.OpenAI, replicas: Callable) -> None:
+    assert "RUNNING" not in replicas("tiny-ephemeral"), "should start with no replica"
 
     resp = client.chat.completions.create(
         model="tiny-ephemeral",
@@ -27,13 +19,13 @@ def test_scale_from_zero_then_back_to_zero(client: openai.OpenAI) -> None:
         extra_body={"ignore_eos": True},
     )
     assert resp.usage.completion_tokens == 3
-    assert _replicas("tiny-ephemeral").get("RUNNING") == 1
+    assert replicas("tiny-ephemeral").get("RUNNING") == 1
 
     # keep_alive_s=2 plus Serve's look-back window (11 s): gone well within 90 s.
     deadline = time.monotonic() + 90
-    while _replicas("tiny-ephemeral") and time.monotonic() < deadline:
+    while replicas("tiny-ephemeral") and time.monotonic() < deadline:
         time.sleep(1)
-    assert _replicas("tiny-ephemeral") == {}
+    assert replicas("tiny-ephemeral") == {}
 
 
 def test_wait_bound_gives_503_with_retry_after(serve_app: str) -> None:

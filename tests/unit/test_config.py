@@ -18,7 +18,7 @@ def test_defaults_make_a_serverless_model() -> None:
     assert m.autoscaling.min_replicas == 0
     assert m.deployment_name == "model:m"
     serve_cfg = m.autoscaling.to_serve()
-    assert serve_cfg["min_replicas"] == 0 and serve_cfg["initial_replicas"] == 0
+    assert serve_cfg["min_replicas"] == 0 and "initial_replicas" not in serve_cfg
     assert serve_cfg["downscale_delay_s"] == serve_cfg["downscale_to_zero_delay_s"] == 300
     assert serve_cfg["upscale_delay_s"] == 0
     assert AppConfig().request_wait_timeout_s == 120
@@ -29,7 +29,6 @@ def test_keep_alive_maps_to_downscale_delays() -> None:
     cfg = a.to_serve()
     assert cfg == {
         "min_replicas": 1,
-        "initial_replicas": 1,
         "max_replicas": 3,
         "target_ongoing_requests": 2,
         "upscale_delay_s": 0.0,

@@ -1,0 +1,206 @@
+"""The store's DRAM tier: checkpoints in shared memory under a byte budget.
+
+Each rank of a cached checkpoint is one file under a tmpfs folder (``/dev/shm`` by
+default) holding its partitions concatenated, so any process on the node maps it and gets
+its tensors as views: no read from disk, no copy. Mappings are copy-on-write: an engine
+that rewrites a weight in place (CPU kernels repack some) never changes the cached bytes.
+Eviction unlinks the files; processes that still map them keep their pages until they
+unmap, as Linux does for any unlinked file.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import torch
+
+from sllm_ray.store.checkpoint_format import (
+    CheckpointError,
+    TensorEntry,
+    check_complete,
+    iter_ranks,
+    read_index,
+    read_into,
+    tensors_from_buffer,
+)
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+
+class BudgetError(Exception):
+    """An entry does not fit, even after evicting everything that may be evicted."""
+
+
+class LruBudget(Generic[K]):
+    """Sizes of entries under a byte budget, least recently used first out. Pinned
+    entries (in use) are never chosen for eviction."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._sizes: OrderedDict[K, int] = OrderedDict()
+        self._pins: dict[K, int] = {}
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sizes
+
+    def keys(self) -> list[K]:
+        """Least recently used first."""
+        return list(self._sizes)
+
+    def touch(self, key: K) -> None:
+        self._sizes.move_to_end(key)
+
+    def pin(self, key: K) -> None:
+        self._pins[key] = self._pins.get(key, 0) + 1
+        self.touch(key)
+
+    def unpin(self, key: K) -> None:
+        left = self._pins.get(key, 0) - 1
+        if left > 0:
+            self._pins[key] = left
+        else:
+            self._pins.pop(key, None)
+
+    def victims_for(self, size: int) -> list[K]:
+        """The entries to evict, oldest first, so that ``size`` more bytes fit."""
+        if size > self.budget_bytes:
+            raise BudgetError(f"{size} bytes exceed the whole budget of {self.budget_bytes}")
+        free = self.budget_bytes - self.used_bytes
+        victims = []
+        for key, entry_size in self._sizes.items():
+            if free >= size:
+                break
+            if key not in self._pins:
+                victims.append(key)
+                free += entry_size
+        if free < size:
+            raise BudgetError(
+                f"{size} bytes do not fit: {self.budget_bytes - self.used_bytes} free of "
+                f"{self.budget_bytes}, the rest in use"
+            )
+        return victims
+
+    def add(self, key: K, size: int) -> None:
+        self._sizes[key] = size
+        self._sizes.move_to_end(key)
+
+    def remove(self, key: K) -> None:
+        self._sizes.pop(key, None)
+        self._pins.pop(key, None)
+
+
+@dataclass(frozen=True)
+class CachedRank:
+    """One rank of a checkpoint in shared memory, as any process on the node opens it."""
+
+    path: str
+    index: dict[str, TensorEntry]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The rank's tensors as copy-on-write views of the shared memory."""
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return tensors_from_buffer(self.index, torch.empty(0, dtype=torch.uint8))
+            mapped = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE)
+        # The tensors keep the mapping alive through the buffer they view.
+        return tensors_from_buffer(self.index, torch.frombuffer(mapped, dtype=torch.uint8))
+
+
+class DramTier:
+    """Checkpoints cached in a tmpfs folder under a byte budget (one node, one owner)."""
+
+    def __init__(self, root: str | Path, budget_bytes: int) -> None:
+        self.root = Path(root)
+        shutil.rmtree(self.root, ignore_errors=True)  # whatever a previous owner left
+        self.root.mkdir(parents=True)
+        self._lru: LruBudget[str] = LruBudget(budget_bytes)
+        self._ranks: dict[str, list[CachedRank]] = {}
+
+    @property
+    def used_bytes(self) -> int:
+        return self._lru.used_bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._lru.budget_bytes
+
+    def holds(self) -> list[str]:
+        """Cached checkpoints, least recently used first."""
+        return self._lru.keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._lru
+
+    def put(self, key: str, model_dir: str | Path) -> list[CachedRank]:
+        """Copy a checkpoint from local disk into shared memory, evicting as needed."""
+        if key in self._lru:
+            self._lru.touch(key)
+            return self._ranks[key]
+        ranks = [(d, read_index(d)) for d in iter_ranks(model_dir)]
+        sizes = [check_complete(d, index) for d, index in ranks]
+        for victim in self._lru.victims_for(sum(sizes)):
+            self.evict(victim)
+        folder = self.root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        cached = []
+        started = time.monotonic()
+        try:
+            for (directory, index), size in zip(ranks, sizes, strict=True):
+                path = folder / f"{directory.name}.bin"
+                with open(path, "w+b") as f:
+                    f.truncate(size)
+                    if size:
+                        with mmap.mmap(f.fileno(), size) as target:
+                            copied = read_into(directory, memoryview(target))
+                        if copied != size:
+                            raise CheckpointError(f"{directory} changed while it was read")
+                cached.append(CachedRank(str(path), index))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._lru.add(key, sum(sizes))
+        self._ranks[key] = cached
+        seconds = time.monotonic() - started
+        logger.info(
+            "DRAM tier: cached %s (%.1f MB in %.2f s); %.1f of %.1f MB used",
+            key,
+            sum(sizes) / 1e6,
+            seconds,
+            self.used_bytes / 1e6,
+            self.budget_bytes / 1e6,
+        )
+        return cached
+
+    def get(self, key: str) -> list[CachedRank] | None:
+        if key not in self._lru:
+            return None
+        self._lru.touch(key)
+        return self._ranks[key]
+
+    def pin(self, key: str) -> None:
+        self._lru.pin(key)
+
+    def unpin(self, key: str) -> None:
+        self._lru.unpin(key)
+
+    def evict(self, key: str) -> None:
+        shutil.rmtree(self.root / key, ignore_errors=True)
+        self._lru.remove(key)
+        self._ranks.pop(key, None)
+        logger.info("DRAM tier: evicted %s", key)

@@ -1,0 +1,64 @@
+"""The application under test: real Serve, real vLLM (CPU build), three models.
+
+- ``tiny``: the functional model; a long keep-alive so it stays warm across tests.
+- ``tiny-ephemeral``: same weights, keep-alive of 2 s, for the scale-to-zero test.
+- ``unplaceable``: needs a Ray resource no node has, so its replica never starts; with a
+  2 s wait bound it shows the 503 path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+APP_NAME = "sllm"
+BASE_URL = "http://127.0.0.1:8000"
+ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True}
+
+
+def app_config(model_dir: Path, data_dir: Path) -> dict:
+    return {
+        "data_dir": str(data_dir),
+        "model_roots": [str(model_dir.parent)],
+        "request_wait_timeout_s": 180,
+        "retry_after_s": 7,
+        "models": [
+            {
+                "model": "tiny",
+                "model_source": str(model_dir),
+                "engine_kwargs": ENGINE_KWARGS,
+                "autoscaling": {"keep_alive_s": 600},
+            },
+            {
+                "model": "tiny-ephemeral",
+                "model_source": str(model_dir),
+                "engine_kwargs": ENGINE_KWARGS,
+                "autoscaling": {"keep_alive_s": 2, "look_back_period_s": 11},
+            },
+            {
+                "model": "unplaceable",
+                "model_source": str(model_dir),
+                "engine_kwargs": ENGINE_KWARGS,
+                "resources": {"custom": {"node_that_does_not_exist": 1}},
+                "request_wait_timeout_s": 2,
+            },
+        ],
+    }
+
+
+def deploy(model_dir: Path, data_dir: Path, **overrides: object) -> None:
+    from ray import serve
+
+    from sllm_ray.builder import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    serve.run(build_app({**app_config(model_dir, data_dir), **overrides}), name=APP_NAME, route_prefix="/")
+
+
+def replica_states(model: str, app: str = APP_NAME) -> dict[str, int]:
+    """The model deployment's replicas by state, as Serve reports them."""
+    from ray import serve
+
+    from sllm_ray.control.manager import model_app_name
+
+    status = serve.status().applications[model_app_name(app, model)].deployments[f"model:{model}"]
+    return {str(k): v for k, v in status.replica_states.items() if v}

@@ -1,0 +1,72 @@
+"""The DRAM tier: byte budget, least-recently-used eviction, pins, shared copy-on-write views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sllm_ray.store.checkpoint_format import CheckpointError, save_rank
+from sllm_ray.store.dram_tier import BudgetError, DramTier, LruBudget
+
+
+def test_lru_budget_evicts_oldest_unpinned_first() -> None:
+    lru: LruBudget[str] = LruBudget(100)
+    for key in ("a", "b", "c"):
+        lru.add(key, 30)
+    assert lru.victims_for(10) == []
+    lru.touch("a")  # order now b, c, a
+    assert lru.victims_for(40) == ["b"]
+    lru.pin("b")
+    assert lru.victims_for(40) == ["c"]
+    assert lru.victims_for(70) == ["c", "a"]
+    with pytest.raises(BudgetError, match="in use"):
+        lru.victims_for(71)
+    with pytest.raises(BudgetError, match="whole budget"):
+        lru.victims_for(101)
+    lru.unpin("b")
+    assert lru.victims_for(100) == ["c", "a", "b"]  # pinning counted as a use
+
+
+def checkpoint(folder: Path, value: float, numel: int = 250) -> Path:
+    save_rank({"w": torch.full((numel,), value), "b": torch.arange(3, dtype=torch.int8)}, folder / "rank_0")
+    return folder
+
+
+def test_put_get_and_evict_under_budget(tmp_path: Path) -> None:
+    tier = DramTier(tmp_path / "shm", budget_bytes=2200)  # each checkpoint: 1000 + 8 bytes
+    one, two, three = (checkpoint(tmp_path / n, v) for n, v in (("one", 1.0), ("two", 2.0), ("three", 3.0)))
+    (rank,) = tier.put("one", one)
+    assert torch.equal(rank.tensors()["w"], torch.full((250,), 1.0))
+    tier.put("two", two)
+    assert tier.holds() == ["one", "two"] and tier.used_bytes == 2016
+    tier.get("one")  # now "two" is the least recently used
+    tier.put("three", three)
+    assert tier.holds() == ["one", "three"]
+    assert not (tmp_path / "shm" / "two").exists()
+
+    tier.pin("one")
+    tier.put("two", two)  # evicts "three", not the pinned "one"
+    assert tier.holds() == ["one", "two"]
+
+
+def test_views_are_shared_and_copy_on_write(tmp_path: Path) -> None:
+    tier = DramTier(tmp_path / "shm", budget_bytes=10_000)
+    (rank,) = tier.put("m", checkpoint(tmp_path / "m", 5.0))
+    first = rank.tensors()["w"]
+    first.mul_(2)  # an engine repacking weights in place
+    assert torch.equal(rank.tensors()["w"], torch.full((250,), 5.0))
+    # An evicted file stays readable for whoever mapped it.
+    second = rank.tensors()["w"]
+    tier.evict("m")
+    assert torch.equal(second, torch.full((250,), 5.0))
+
+
+def test_bad_or_oversized_checkpoints_leave_nothing_behind(tmp_path: Path) -> None:
+    tier = DramTier(tmp_path / "shm", budget_bytes=500)
+    with pytest.raises(BudgetError):
+        tier.put("big", checkpoint(tmp_path / "big", 1.0))
+    with pytest.raises(CheckpointError, match="rank_"):
+        tier.put("empty", tmp_path / "nothing-here")
+    assert tier.holds() == [] and list((tmp_path / "shm").iterdir()) == []
