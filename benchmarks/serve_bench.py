@@ -43,18 +43,23 @@ def _launch(model: str, model_dir: Path, keep_alive_s: float) -> str:
         object_store_memory=256 * 1024**2,
         include_dashboard=False,
         log_to_driver=False,  # keep stdout for the JSON line and the table
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "RAY_USAGE_STATS_ENABLED": "0"}},
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     config = {
+        "model_roots": [str(model_dir.parent)],
         "models": [
             {
                 "model": model,
                 "model_source": str(model_dir),
-                "engine_kwargs": {"max_model_len": 512, "enforce_eager": True},
+                "engine_kwargs": {
+                    "max_model_len": 512,
+                    "enforce_eager": True,
+                    "kv_cache_memory_bytes": 1 << 26,
+                },
                 "autoscaling": {"keep_alive_s": keep_alive_s, "look_back_period_s": 11},
             }
-        ]
+        ],
     }
     serve.run(build_app(config), name=APP, route_prefix="/")
     return "http://127.0.0.1:8000"

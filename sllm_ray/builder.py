@@ -22,9 +22,14 @@ INGRESS_NAME = "openai-ingress"
 MANAGER_NAME = "model-manager"
 
 
+def data_dir(config: AppConfig, base: Path) -> Path:
+    return (base / Path(config.data_dir).expanduser()).resolve()
+
+
 def registry_path(config: AppConfig, base: Path) -> Path:
-    path = Path(config.registry_path) if config.registry_path else Path(config.data_dir) / "registry.sqlite"
-    return (base / path.expanduser()).resolve()
+    if config.registry_path:
+        return (base / Path(config.registry_path).expanduser()).resolve()
+    return data_dir(config, base) / "registry.sqlite"
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
@@ -46,4 +51,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1024,
     )
-    return ingress.bind(config, manager.bind(config, str(registry_path(config, base)), str(base)))
+    manager_app = manager.bind(
+        config, str(registry_path(config, base)), str(base), str(data_dir(config, base))
+    )
+    return ingress.bind(config, manager_app)

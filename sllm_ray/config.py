@@ -35,14 +35,18 @@ class AutoscalingConfig(_Strict):
     keep_alive_s: float = Field(
         300.0, ge=0, description="Idle seconds before a replica is removed (down to min_replicas)."
     )
-    look_back_period_s: float = Field(
-        15.0,
+    look_back_period_s: float = Field(15.0, gt=0, description="Window over which Serve averages load.")
+    demand_push_interval_s: float = Field(
+        0.1,
         gt=0,
-        description="Window over which Serve averages load (keep it above Serve's 10 s metrics period).",
+        description="How often callers report queued requests to Serve's autoscaler: the delay "
+        "before a model at zero replicas starts one.",
     )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:
+        if self.look_back_period_s <= self.demand_push_interval_s:
+            raise ValueError("look_back_period_s must exceed demand_push_interval_s")
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
@@ -63,6 +67,9 @@ class AutoscalingConfig(_Strict):
             "downscale_delay_s": self.keep_alive_s,
             "downscale_to_zero_delay_s": self.keep_alive_s,
             "look_back_period_s": self.look_back_period_s,
+            # Serve pushes queued-request metrics from each handle at this interval and
+            # only the next push after a request is queued shows it (10 s by default).
+            "metrics_interval_s": self.demand_push_interval_s,
         }
 
 
@@ -167,6 +174,15 @@ class AppConfig(_Strict):
     )
     max_request_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted; beyond it 413."
+    )
+    engine_hosts_per_node: int = Field(
+        1, ge=0, description="Engine hosts kept prepared (vLLM imported) on each node, ahead of demand."
+    )
+    store_dram_bytes: int = Field(
+        2 * 1024**3, ge=0, description="Byte budget of each node's DRAM checkpoint tier."
+    )
+    store_dram_dir: str = Field(
+        "/dev/shm/sllm_ray", description="Shared-memory folder of the DRAM tier (a tmpfs on each node)."
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Environment of every Ray worker the tests start (engines included).
 WORKER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
 }
 
 

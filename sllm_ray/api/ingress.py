@@ -27,13 +27,14 @@ from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.errors import error_response, install_error_handlers
 from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
 from sllm_ray.config import AppConfig, ModelConfig
-from sllm_ray.control.manager import model_app_name
 from sllm_ray.errors import (
     OpenAIError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from sllm_ray.log_setup import configure_logging
+from sllm_ray.names import model_app_name
 from sllm_ray.protocol import SSE_DONE, Accepted, Endpoint, ResponseHead, parse_sse_event
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class OpenAIIngress:
     """Routes OpenAI requests to the per-model deployments; admin requests to the manager."""
 
     async def __init__(self, config: AppConfig, manager: DeploymentHandle) -> None:
+        configure_logging()
         self._config = config
         self._manager = manager
         self._owner = serve.get_replica_context().app_name
@@ -289,4 +291,5 @@ class OpenAIIngress:
 
     @app.get("/status")
     async def status(self) -> dict[str, Any]:
-        return {"models": await self._manager.describe.remote()}
+        models, nodes = await asyncio.gather(self._manager.describe.remote(), self._manager.nodes.remote())
+        return {"models": models, "nodes": nodes}

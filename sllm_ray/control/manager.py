@@ -12,9 +12,7 @@ back after the Serve application or the whole Ray cluster restarts.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.control.nodes import NodeServices
 from sllm_ray.control.registry import (
     DELETING,
     DuplicateModelError,
@@ -33,23 +32,14 @@ from sllm_ray.control.registry import (
 )
 from sllm_ray.control.sources import SourceError, resolve_source
 from sllm_ray.errors import ConflictError, ModelNotFoundError, UnprocessableError
+from sllm_ray.log_setup import configure_logging
+from sllm_ray.names import model_app_name, model_app_prefix
 from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
 
-
-def model_app_prefix(owner: str) -> str:
-    """Prefix of the model applications of the sllm_ray application ``owner``: two sllm_ray
-    applications in one cluster each manage only their own."""
-    return f"{owner}-model-"
-
-
-def model_app_name(owner: str, model: str) -> str:
-    """A Serve application name for the model: readable, and unique even when two model
-    names differ only in characters that are replaced."""
-    readable = re.sub(r"[^A-Za-z0-9._-]", "-", model)
-    digest = hashlib.sha1(model.encode()).hexdigest()[:8]
-    return f"{model_app_prefix(owner)}{readable}-{digest}"
+# How often the manager looks for new nodes and reads what each store holds.
+NODE_SYNC_S = 5.0
 
 
 def validation_error(exc: ValidationError) -> UnprocessableError:
@@ -72,18 +62,23 @@ def _engine_arg_names() -> list[str]:
 class ModelManager:
     """Registers, updates and deletes models; keeps Serve in line with the registry."""
 
-    def __init__(self, config: AppConfig, registry_path: str, base_dir: str) -> None:
+    def __init__(self, config: AppConfig, registry_path: str, base_dir: str, data_dir: str) -> None:
+        configure_logging()
         self._config = config
         self._base = Path(base_dir)
         self._registry = Registry(registry_path)
         self._owner = serve.get_replica_context().app_name
+        self._nodes = NodeServices(self._owner, config, Path(data_dir))
+        self._nodes.ensure()
         # One Serve API call at a time: deploys and deletes of one model must not interleave.
         self._serve_lock = asyncio.Lock()
         self._last_used: dict[str, float] = {}
         self._engine_args: asyncio.Future[list[str]] | None = None
         seeded = self._registry.seed([self._checked(m) for m in config.models])
         logger.info("registry %s: seeded %s", registry_path, seeded or "nothing new")
-        self._reconciled = asyncio.get_running_loop().create_task(self._reconcile())
+        loop = asyncio.get_running_loop()
+        self._reconciled = loop.create_task(self._reconcile())
+        self._node_watch = loop.create_task(self._watch_nodes())
 
     def _app(self, model: str) -> str:
         return model_app_name(self._owner, model)
@@ -130,7 +125,8 @@ class ModelManager:
         """Hand the model's application to Serve. Returns once Serve has taken it, not once
         replicas run: a model may have none (scale to zero) or some that cannot be placed
         yet, and an admin call must not wait on either."""
-        app = build_model_deployment(config)
+        self._nodes.prepare(config)  # convert and prefetch on every node, in the background
+        app = build_model_deployment(config, self._owner)
         target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
             await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
@@ -160,6 +156,18 @@ class ModelManager:
             async with self._serve_lock:
                 await asyncio.to_thread(serve.delete, app_name)
         logger.info("reconciled %d models, removed %d stray model apps", len(records), len(stray))
+
+    async def _watch_nodes(self) -> None:
+        """New nodes get their pool and store; what each store holds goes to the registry."""
+        while True:
+            await asyncio.sleep(NODE_SYNC_S)
+            try:
+                self._nodes.ensure()
+                await self._nodes.refresh()
+                records = self._registry.list()
+                self._registry.set_placements({r.name: self._nodes.tiers(r.config) for r in records})
+            except Exception:
+                logger.exception("could not sync the per-node services")
 
     # API.
 
@@ -203,6 +211,7 @@ class ModelManager:
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
         await self._undeploy(name)
+        self._nodes.forget(self._registry.get(name).config)
         self._registry.remove(name)
         self._last_used.pop(name, None)
         return {"model": name, "deleted": True}
@@ -225,6 +234,10 @@ class ModelManager:
     async def touch(self, name: str) -> None:
         self._last_used[name] = time.time()
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Each node's engine hosts and what its checkpoint store holds."""
+        return await self._nodes.status()
+
     async def describe(self, name: str | None = None) -> list[dict[str, Any]]:
         """Registry records with their live state: replicas by state, last use."""
         records = [self._get(name)] if name is not None else self._registry.list()
@@ -241,7 +254,10 @@ class ModelManager:
                     "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
                     "replicas": replicas,
                     "last_used": self._last_used.get(record.name),
-                    "checkpoint": {"source": record.config.model_source},
+                    "checkpoint": {
+                        "source": record.config.model_source,
+                        "tiers": self._registry.placements(record.name),
+                    },
                 }
             )
         return out

@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS models (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS placements (
+    model      TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    tier       TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model, node)
+);
 """
 ACTIVE = "active"
 DELETING = "deleting"
@@ -155,6 +162,21 @@ class Registry:
     def remove(self, name: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM models WHERE name = ?", (name,))
+            conn.execute("DELETE FROM placements WHERE model = ?", (name,))
+
+    def set_placements(self, tiers: dict[str, dict[str, str]]) -> None:
+        """Replace the record of which tier holds each model on each node
+        (``{model: {node: tier}}``), as the checkpoint stores last reported it."""
+        now = time.time()
+        rows = [(m, node, tier, now) for m, nodes in tiers.items() for node, tier in nodes.items()]
+        with self._write() as conn:
+            conn.execute("DELETE FROM placements")
+            conn.executemany("INSERT INTO placements VALUES (?, ?, ?, ?)", rows)
+
+    def placements(self, model: str) -> dict[str, str]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT node, tier FROM placements WHERE model = ?", (model,)).fetchall()
+        return dict(rows)
 
     def seed(self, configs: list[ModelConfig]) -> list[str]:
         """Insert the configured models that are not registered yet; registered ones keep

@@ -2,14 +2,15 @@
 
 Responses come from vLLM's ``OpenAIServingChat`` and ``OpenAIServingCompletion``, so chat
 templates, sampling parameters, ``stop``, ``logprobs`` and ``response_format`` behave
-exactly as in ``vllm serve``. vLLM's ``AsyncLLM`` runs its engine core in a process it
-spawns (vLLM 0.32 has no in-process asyncio engine core); that process imports torch
-again, and with the import of vLLM here it is most of a cold start today.
+exactly as in ``vllm serve``. By default vLLM's ``AsyncLLM`` runs its engine core in a
+process it spawns, which imports torch and vLLM again; ``in_process=True`` (what engine
+hosts use) keeps it in this process (``inproc_core.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sllm_ray.engine import vllm_compat as vc
+from sllm_ray.engine.inproc_core import inproc_engine_core
 from sllm_ray.protocol import Endpoint, ResponseHead
 
 logger = logging.getLogger(__name__)
@@ -47,35 +49,52 @@ def build_vllm_args(
 class OpenAIEngine:
     """One model's vLLM ``AsyncLLM`` with vLLM's OpenAI serving objects on top."""
 
-    def __init__(self, model: str, model_source: str, engine_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, model: str, model_source: str, engine_kwargs: dict[str, Any], *, in_process: bool = False
+    ) -> None:
         self.model = model
+        self._in_process = in_process
+        if in_process:
+            engine_kwargs = {"distributed_executor_backend": "uni", **engine_kwargs}
         self._engine_args, self._args = build_vllm_args(model, model_source, engine_kwargs)
         self._llm: Any = None
         self._chat: Any = None
         self._completion: Any = None
         self._models: Any = None
         self.build_seconds: float | None = None
+        self.phases: dict[str, float] = {}
 
     async def start(self) -> None:
         from starlette.datastructures import State
 
-        started = time.perf_counter()
+        started = mark = time.perf_counter()
         logger.info("building vLLM engine for %s from %s", self.model, self._args.model)
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            self.phases[phase] = now - mark
+            mark = now
+
         vllm_config = self._engine_args.create_engine_config(usage_context=vc.UsageContext.OPENAI_API_SERVER)
-        self._llm = vc.AsyncLLM.from_vllm_config(
-            vllm_config=vllm_config,
-            usage_context=vc.UsageContext.OPENAI_API_SERVER,
-            enable_log_requests=self._engine_args.enable_log_requests,
-            disable_log_stats=self._engine_args.disable_log_stats,
-        )
+        lap("config_s")
+        with inproc_engine_core() if self._in_process else contextlib.nullcontext():
+            self._llm = vc.AsyncLLM.from_vllm_config(
+                vllm_config=vllm_config,
+                usage_context=vc.UsageContext.OPENAI_API_SERVER,
+                enable_log_requests=self._engine_args.enable_log_requests,
+                disable_log_stats=self._engine_args.disable_log_stats,
+            )
+        lap("engine_core_s")  # weights, KV cache, warm-up
         state = State()
         tasks = await self._llm.get_supported_tasks()
         await vc.init_app_state(self._llm, state, self._args, tasks)
+        lap("serving_layer_s")
         self._chat = state.openai_serving_chat
         self._completion = state.openai_serving_completion
         self._models = state.openai_serving_models
         self.build_seconds = time.perf_counter() - started
-        logger.info("vLLM engine for %s ready in %.2f s", self.model, self.build_seconds)
+        logger.info("vLLM engine for %s ready in %.2f s %s", self.model, self.build_seconds, self.phases)
 
     @property
     def started(self) -> bool:

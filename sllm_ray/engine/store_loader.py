@@ -1,7 +1,9 @@
 """vLLM load format ``sllm_store``: weights from the node-local checkpoint store.
 
 Registered in every vLLM process through the ``vllm.general_plugins`` entry point (vLLM
-runs plugins in each worker it starts). The engine names the checkpoint in
+runs plugins in each worker it starts). ``register`` imports vLLM's loader API itself
+rather than through ``vllm_compat``: plugins load early in every vLLM process, where the
+serving layer ``vllm_compat`` brings in is not wanted. The engine names the checkpoint in
 ``model_loader_extra_config``:
 
 - ``checkpoint``: the store's local-disk copy (sllm-store format, Hugging Face names);
@@ -22,6 +24,9 @@ from sllm_ray.store.dram_tier import CachedRank
 logger = logging.getLogger(__name__)
 
 LOAD_FORMAT = "sllm_store"
+
+# The last load in this process: an engine host reports it as the "weights loaded" phase.
+LAST_LOAD: dict[str, object] = {}
 
 
 def store_tensors(extra: dict[str, object]) -> tuple[dict[str, object], str]:
@@ -53,6 +58,7 @@ def register() -> None:
             missing = {n for n, _ in model.named_parameters()} - set(loaded or ())
             if loaded is not None and missing:
                 raise ValueError(f"checkpoint lacks weights for {sorted(missing)[:5]}")
+            LAST_LOAD.update(tier=tier, seconds=time.perf_counter() - started, finished_at=time.time())
             logger.info(
                 "loaded %d tensors from the store's %s tier in %.3f s",
                 len(tensors),

@@ -8,6 +8,8 @@ processes that host an engine import it.
 
 from __future__ import annotations
 
+import importlib
+
 from vllm import __version__ as VLLM_VERSION
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -26,7 +28,11 @@ from vllm.entrypoints.openai.models.serving import OpenAIServingModels
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.usage.usage_lib import UsageContext
+from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.core import EngineCore
+from vllm.v1.engine.core_client import EngineCoreClient
+from vllm.v1.engine.exceptions import EngineDeadError
 
 __all__ = [
     "VLLM_VERSION",
@@ -36,6 +42,10 @@ __all__ = [
     "ChatCompletionResponse",
     "CompletionRequest",
     "CompletionResponse",
+    "EngineCore",
+    "EngineCoreClient",
+    "EngineCoreOutputs",
+    "EngineDeadError",
     "ErrorResponse",
     "FrontendArgs",
     "OpenAIServingChat",
@@ -45,3 +55,25 @@ __all__ = [
     "create_error_response",
     "init_app_state",
 ]
+
+# Model architectures whose modules an engine host imports ahead of demand (the common
+# decoder families); others are imported by the engine build that needs them.
+PRELOADED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3")
+
+
+def prepare_engine_process() -> None:
+    """Do, ahead of demand, the one-time work each engine build in this process repeats:
+    import the platform's worker and model-runner modules and common model code, and let
+    the platform install its kernel overrides once. That install rescans every loaded
+    module (about 0.3 s) and finds nothing new a second time, since modules imported
+    later take the overridden kernels from where they are defined; so later calls in this
+    process are skipped."""
+    from vllm.platforms import current_platform
+
+    worker = "vllm.v1.worker.cpu_worker" if current_platform.is_cpu() else "vllm.v1.worker.gpu_worker"
+    importlib.import_module(worker)
+    importlib.import_module("vllm.model_executor.layers.quantization.online.base")
+    for architecture in PRELOADED_ARCHITECTURES:
+        importlib.import_module(f"vllm.model_executor.models.{architecture}")
+    current_platform.register_triton_kernel_overrides()
+    type(current_platform).register_triton_kernel_overrides = classmethod(lambda cls: None)

@@ -1,52 +1,94 @@
-"""The per-model deployment ``model:<name>``: one replica runs one vLLM engine.
+"""The per-model deployment ``model:<name>``: a thin replica in front of an engine host.
 
-vLLM is imported inside the replica, not at module import, so the ingress and the Serve
-controller (which import this module to build the app) never pay for it.
+The replica holds the model's resource reservation and nothing heavy: it never imports
+vLLM. On start it claims a prepared engine host on its own node, asks the node's
+checkpoint store where the weights are, and has the host build the engine from there;
+then it forwards requests to the host and streams the replies back.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from ray import serve
 from ray.serve import Application
 
 from sllm_ray.config import ModelConfig
+from sllm_ray.engine.host import HOST_ENV, EngineHost, EngineSpec
+from sllm_ray.log_setup import configure_logging
+from sllm_ray.names import NAMESPACE, pool_name
 from sllm_ray.protocol import Accepted, Endpoint, ResponseHead
+from sllm_ray.store.locate import locate_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+async def _claim_host(owner_app: str, node_id: str, replica: str) -> Any:
+    try:
+        pool = ray.get_actor(pool_name(owner_app, node_id), namespace=NAMESPACE)
+    except ValueError:
+        # No pool on this node (yet): a host of our own, paying the vLLM import now.
+        logger.warning("no engine host pool on node %s: starting a host for %s (slow)", node_id, replica)
+        host = ray.remote(EngineHost).options(num_cpus=0, runtime_env={"env_vars": HOST_ENV}).remote()
+        await host.claim.remote(replica)
+        return host
+    return await pool.claim.remote(replica)
 
 
 class ModelServer:
     """Serve replica body for one model."""
 
-    async def __init__(self, model: str, model_source: str, engine_kwargs: dict[str, Any]) -> None:
-        from sllm_ray.engine.openai_engine import OpenAIEngine
-
+    async def __init__(
+        self, owner_app: str, model: str, model_source: str, engine_kwargs: dict[str, Any]
+    ) -> None:
+        self._timeline: dict[str, float] = {"replica_started_at": time.time()}
+        configure_logging()
         self._replica = serve.get_replica_context().replica_id.unique_id
-        self._engine = OpenAIEngine(model, model_source, engine_kwargs)
-        await self._engine.start()
+        context = ray.get_runtime_context()
+        node_id = context.get_node_id()
+        self._host = await _claim_host(owner_app, node_id, self._replica)
+        self._timeline["host_claimed_at"] = time.time()
+        checkpoint = await locate_checkpoint(owner_app, node_id, model, model_source)
+        spec = EngineSpec(model, model_source, engine_kwargs, **checkpoint)
+        self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
+        self._timeline["engine_ready_at"] = time.time()
+        logger.info("replica %s of %s ready: %s", self._replica, model, self.record())
+
+    def record(self) -> dict[str, Any]:
+        """When this replica started, claimed its host and had its engine; and the host's
+        own record. For tests, benchmarks and status."""
+        return {"replica": self._replica, "pid": os.getpid(), **self._timeline, "host": self._host_record}
 
     async def generate(
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
         """Stream a reply as ``sllm_ray.protocol`` describes."""
         yield Accepted(self._replica)
-        async for item in self._engine.generate(Endpoint(endpoint), body):
-            yield item
+        stream = self._host.generate.options(num_returns="streaming").remote(endpoint, body)
+        finished = False
+        try:
+            async for ref in stream:
+                yield await ref
+            finished = True
+        finally:
+            if not finished:
+                ray.cancel(stream)  # the client went away: the host's vLLM aborts the request
 
     async def check_health(self) -> None:
-        await self._engine.check_health()
+        await self._host.check_health.remote()
 
     def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None:
-            engine.shutdown()
+        host = getattr(self, "_host", None)
+        if host is not None:
+            host.release.remote()
 
 
-def build_model_deployment(config: ModelConfig) -> Application:
+def build_model_deployment(config: ModelConfig, owner_app: str) -> Application:
     """The model's Serve deployment, starting at ``min_replicas`` (zero by default).
 
     Its version is the engine fingerprint: redeploying with other autoscaling or limits
@@ -68,4 +110,4 @@ def build_model_deployment(config: ModelConfig) -> Application:
         graceful_shutdown_timeout_s=30,
         _internal=True,  # Serve only takes an explicit version from internal callers
     )
-    return deployment.bind(config.model, config.model_source, config.engine_kwargs)
+    return deployment.bind(owner_app, config.model, config.model_source, config.engine_kwargs)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 APP_NAME = "sllm"
 BASE_URL = "http://127.0.0.1:8000"
-ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True}
+ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
 
 
 def app_config(model_dir: Path, data_dir: Path) -> dict:
@@ -58,7 +58,7 @@ def replica_states(model: str, app: str = APP_NAME) -> dict[str, int]:
     """The model deployment's replicas by state, as Serve reports them."""
     from ray import serve
 
-    from sllm_ray.control.manager import model_app_name
+    from sllm_ray.names import model_app_name
 
     status = serve.status().applications[model_app_name(app, model)].deployments[f"model:{model}"]
     return {str(k): v for k, v in status.replica_states.items() if v}

@@ -18,7 +18,7 @@ from vllm import LLM, SamplingParams
 
 model, checkpoint, dram_file = sys.argv[1:4]
 params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-common = dict(model=model, max_model_len=256, enforce_eager=True, seed=0)
+common = dict(model=model, max_model_len=256, enforce_eager=True, seed=0, kv_cache_memory_bytes=1 << 26)
 out = {}
 for name, extra in (("default", None), ("store_disk", {"checkpoint": checkpoint}),
                     ("store_dram", {"checkpoint": checkpoint, "dram_file": dram_file})):
@@ -49,7 +49,7 @@ def test_store_format_engine_matches_the_safetensors_engine(
     tiny_model_dir: Path, stored: tuple[Path, str]
 ) -> None:
     checkpoint, dram_file = stored
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(checkpoint), dram_file],
         env=env,

@@ -8,7 +8,7 @@ import httpx
 import openai
 from app_under_test import APP_NAME, ENGINE_KWARGS, deploy
 
-from sllm_ray.control.manager import model_app_name
+from sllm_ray.names import model_app_name
 
 
 def test_models_come_back_after_a_restart(

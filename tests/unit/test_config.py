@@ -35,6 +35,7 @@ def test_keep_alive_maps_to_downscale_delays() -> None:
         "downscale_delay_s": 42,
         "downscale_to_zero_delay_s": 42,
         "look_back_period_s": 15.0,
+        "metrics_interval_s": 0.1,
     }
 
 
@@ -47,6 +48,10 @@ def test_keep_alive_maps_to_downscale_delays() -> None:
         ),
         ({"model": "m", "model_source": "x", "autoscaling": {"keep_alive_s": -1}}, "greater than or equal"),
         ({"model": "m", "model_source": "x", "unknown": 1}, "Extra inputs"),
+        (
+            {"model": "m", "model_source": "x", "autoscaling": {"look_back_period_s": 0.1}},
+            "must exceed demand_push_interval_s",
+        ),
         ({"model": "bad#name", "model_source": "x"}, "model names"),
         ({"model": "", "model_source": "x"}, "model names"),
         ({"model": "m", "model_source": "  "}, "must not be empty"),

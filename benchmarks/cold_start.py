@@ -1,0 +1,280 @@
+"""Cold start: time to first token of a model at zero replicas, sllm_ray against the plain way.
+
+In one run on one machine, for the same locally made model:
+
+- sllm_ray: the app from ``sllm_ray.builder`` (engine hosts prepared ahead of demand, the
+  checkpoint store's DRAM tier, Serve told about demand every 0.1 s), called through the
+  ingress's Python handle;
+- baseline, the plain way (what Ray Serve LLM does): a Serve deployment whose replica
+  imports vLLM and builds its engine from safetensors when it starts, with Serve's
+  default autoscaling metrics, called through its own handle (one hop fewer).
+
+For each, ``--runs`` cold starts (the first right after deployment, the rest after the
+model went back to zero), with the phases of each from the replicas' and engine hosts'
+own records (wall-clock times relative to sending the request): demand seen (Serve shows
+a replica starting), replica scheduled, engine host claimed, weights loaded, engine
+ready, first token. Then warm time to first token for both. Prints one JSON line and a
+table. ``python benchmarks/cold_start.py --runs 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "tiny"
+ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
+BODY = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 8, "stream": True}
+
+
+class PlainServer:
+    """The baseline replica: vLLM imported and the engine built (AsyncLLM with its own
+    engine-core process, weights from safetensors) when the replica starts."""
+
+    async def __init__(self, source: str) -> None:
+        self._timeline = {"replica_started_at": time.time()}
+        from sllm_ray.engine.openai_engine import OpenAIEngine
+
+        self._engine = OpenAIEngine(MODEL, source, ENGINE_KWARGS)
+        self._timeline["engine_started_at"] = time.time()
+        await self._engine.start()
+        self._timeline["engine_ready_at"] = time.time()
+
+    def record(self) -> dict[str, Any]:
+        return dict(self._timeline)
+
+    async def generate(self, body: dict[str, Any]) -> AsyncIterator[Any]:
+        from sllm_ray.protocol import Endpoint
+
+        async for item in self._engine.generate(Endpoint.COMPLETIONS, body):
+            yield item
+
+
+class StatusWatch:
+    """Polls Serve for the moment a replica of a deployment appears (demand seen)."""
+
+    def __init__(self, app: str, deployment: str) -> None:
+        self._app, self._deployment = app, deployment
+        self.seen_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from ray import serve
+
+        while not self._stop.is_set() and self.seen_at is None:
+            app = serve.status().applications.get(self._app)
+            deployment = app.deployments.get(self._deployment) if app else None
+            if deployment and any(deployment.replica_states.values()):
+                self.seen_at = time.time()
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def replica_count(app: str, deployment: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    d = status.deployments.get(deployment) if status else None
+    return sum(d.replica_states.values()) if d else 0
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def first_token(stream: Any) -> float:
+    """Seconds until the stream yields its first generated text."""
+    started = time.time()
+    for item in stream:
+        text = json.dumps(item) if isinstance(item, dict) else str(item)
+        if '"text"' in text and "[DONE]" not in text:
+            first = time.time() - started
+            for _ in stream:  # drain
+                pass
+            return first
+    raise RuntimeError("stream ended without a token")
+
+
+def _phases(t0: float, marks: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: (round(v - t0, 3) if v else None) for k, v in marks.items()}
+
+
+def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any]:
+    from ray import serve
+
+    wait_for(lambda: replica_count(model_app, f"model:{MODEL}") == 0, 120, "sllm_ray to scale to zero")
+    wait_for(pool_ready, 120, "a prepared engine host")
+    watch = StatusWatch(model_app, f"model:{MODEL}")
+    t0 = time.time()
+    ttft = first_token(handle.options(stream=True).completions.remote(BODY))
+    watch.stop()
+    record = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app).record.remote().result()
+    host = record["host"]
+    marks = {
+        "demand_seen": watch.seen_at,
+        "replica_scheduled": record["replica_started_at"],
+        "host_claimed": record["host_claimed_at"],
+        "weights_loaded": host.get("weights_loaded_at"),
+        "engine_ready": record["engine_ready_at"],
+    }
+    return {"ttft_s": round(ttft, 3), "tier": host["tier"], "phases": _phases(t0, marks)}
+
+
+def cold_run_baseline(handle: Any) -> dict[str, Any]:
+    wait_for(lambda: replica_count("baseline", "PlainServer") == 0, 300, "the baseline to scale to zero")
+    watch = StatusWatch("baseline", "PlainServer")
+    t0 = time.time()
+    ttft = first_token(handle.options(stream=True).generate.remote(BODY))
+    watch.stop()
+    record = handle.record.remote().result()
+    marks = {
+        "demand_seen": watch.seen_at,
+        "replica_scheduled": record["replica_started_at"],
+        "engine_ready": record["engine_ready_at"],
+    }
+    return {"ttft_s": round(ttft, 3), "tier": "source", "phases": _phases(t0, marks)}
+
+
+def warm(make_stream: Any, n: int) -> list[float]:
+    return [round(first_token(make_stream()), 4) for _ in range(n)]
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ttfts = [r["ttft_s"] for r in runs]
+    phases = {
+        k: statistics.median(r["phases"][k] for r in runs if r["phases"][k] is not None)
+        for k in runs[0]["phases"]
+        if any(r["phases"][k] is not None for r in runs)
+    }
+    return {
+        "first_ttft_s": ttfts[0],
+        "repeated_ttft_p50_s": statistics.median(ttfts[1:]) if len(ttfts) > 1 else None,
+        "ttft_p50_s": statistics.median(ttfts),
+        "phases_p50_s": {k: round(v, 3) for k, v in phases.items()},
+        "runs": runs,
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from sllm_ray.builder import build_app
+    from sllm_ray.names import model_app_name
+    from sllm_ray.tools.tiny_model import make_tiny_model
+
+    model_dir = args.model_dir
+    if not (model_dir / "config.json").exists():
+        make_tiny_model(model_dir)
+    data_dir = Path(tempfile.mkdtemp(prefix="sllm-cold-start-"))
+    ray.init(
+        address="local",
+        num_cpus=8,
+        object_store_memory=256 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    keep_alive = {"keep_alive_s": 1, "look_back_period_s": 2}
+    config = {
+        "data_dir": str(data_dir),
+        "model_roots": [str(model_dir.parent)],
+        "models": [
+            {
+                "model": MODEL,
+                "model_source": str(model_dir),
+                "engine_kwargs": ENGINE_KWARGS,
+                "autoscaling": keep_alive,
+            }
+        ],
+    }
+    sllm = serve.run(build_app(config), name="sllm", route_prefix="/")
+    manager = serve.get_deployment_handle("model-manager", app_name="sllm")
+    model_app = model_app_name("sllm", MODEL)
+
+    def nodes() -> list[dict[str, Any]]:
+        return manager.nodes.remote().result()
+
+    def pool_ready() -> bool:
+        return all(n["engine_hosts"].get("ready", 0) >= 1 for n in nodes())
+
+    def in_dram() -> bool:
+        return all(n["store"] and n["store"]["dram"]["checkpoints"] for n in nodes())
+
+    wait_for(lambda: pool_ready() and in_dram(), 180, "the engine host pool and the DRAM tier")
+
+    plain = serve.deployment(PlainServer).options(
+        autoscaling_config={
+            "min_replicas": 0,
+            "max_replicas": 1,
+            "upscale_delay_s": 0,
+            "downscale_delay_s": 1,
+            "downscale_to_zero_delay_s": 1,
+        },
+        ray_actor_options={"num_cpus": 1},
+    )
+    baseline = serve.run(plain.bind(str(model_dir)), name="baseline", route_prefix="/baseline")
+
+    result: dict[str, Any] = {"machine": {"cpus": __import__("os").cpu_count()}, "model": str(model_dir)}
+    sllm_runs = [cold_run_sllm(sllm, model_app, pool_ready) for _ in range(args.runs)]
+    print(f"sllm_ray cold runs: {[r['ttft_s'] for r in sllm_runs]}", file=sys.stderr)
+    base_runs = [cold_run_baseline(baseline) for _ in range(args.runs)]
+    print(f"baseline cold runs: {[r['ttft_s'] for r in base_runs]}", file=sys.stderr)
+    result["sllm_ray"] = summary(sllm_runs)
+    result["baseline"] = summary(base_runs)
+    result["sllm_ray"]["warm_ttft_s"] = warm(
+        lambda: sllm.options(stream=True).completions.remote(BODY), args.warm
+    )
+    result["baseline"]["warm_ttft_s"] = warm(
+        lambda: baseline.options(stream=True).generate.remote(BODY), args.warm
+    )
+    for side in ("sllm_ray", "baseline"):
+        result[side]["warm_ttft_p50_s"] = statistics.median(result[side]["warm_ttft_s"])
+    result["speedup_p50"] = round(result["baseline"]["ttft_p50_s"] / result["sllm_ray"]["ttft_p50_s"], 1)
+    serve.shutdown()
+    ray.shutdown()
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [("", "sllm_ray", "baseline")]
+    for key in ("first_ttft_s", "repeated_ttft_p50_s", "ttft_p50_s", "warm_ttft_p50_s"):
+        rows.append((key, str(result["sllm_ray"][key]), str(result["baseline"][key])))
+    for phase in ("demand_seen", "replica_scheduled", "host_claimed", "weights_loaded", "engine_ready"):
+        s = result["sllm_ray"]["phases_p50_s"].get(phase, "-")
+        b = result["baseline"]["phases_p50_s"].get(phase, "-")
+        rows.append((f"p50 {phase} at (s)", str(s), str(b)))
+    rows.append(("speedup (cold p50)", f"{result['speedup_p50']}x", ""))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="cold starts per system (at least 2)")
+    parser.add_argument("--warm", type=int, default=10, help="warm requests per system")
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "tiny-llama")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    outcome = main(args)
+    print(json.dumps(outcome))
+    print(table(outcome))

@@ -1,0 +1,114 @@
+"""The per-node services of an sllm_ray app: an engine host pool and a checkpoint store.
+
+The model manager owns them (they go when the app goes) and keeps one of each on every
+live node, checking for new nodes every few seconds; a store or pool that dies is
+restarted by Ray. It also asks every store to prepare each registered model and records,
+from the stores' reports, which tier holds each model on each node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.engine.host_pool import HostPool
+from sllm_ray.names import NAMESPACE, checkpoint_key, pool_name, store_name
+from sllm_ray.store.locate import DISK, DRAM
+from sllm_ray.store.store_actor import CheckpointStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Node:
+    pool: Any
+    store: Any
+
+
+class NodeServices:
+    def __init__(self, app: str, config: AppConfig, data_dir: Path) -> None:
+        self._app = app
+        self._config = config
+        self._store_dir = data_dir / "store"
+        self._nodes: dict[str, _Node] = {}
+        self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
+
+    def _start(self, node_id: str) -> _Node:
+        pinned = {
+            "num_cpus": 0,
+            "namespace": NAMESPACE,
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+        }
+        pool = (
+            ray.remote(HostPool)
+            .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
+            .remote(node_id, self._config.engine_hosts_per_node)
+        )
+        dram_dir = Path(self._config.store_dram_dir) / f"{self._app}-{node_id[:12]}"
+        store = (
+            ray.remote(CheckpointStore)
+            .options(name=store_name(self._app, node_id), **pinned)
+            .remote(node_id, str(self._store_dir), str(dram_dir), self._config.store_dram_bytes)
+        )
+        logger.info("started engine host pool and checkpoint store on node %s", node_id)
+        return _Node(pool, store)
+
+    def ensure(self) -> None:
+        """One pool and one store on every live node."""
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        for node_id in alive - set(self._nodes):
+            self._nodes[node_id] = self._start(node_id)
+        for node_id in set(self._nodes) - alive:
+            del self._nodes[node_id]
+            self._reports.pop(node_id, None)
+
+    def prepare(self, config: ModelConfig) -> None:
+        """Convert and prefetch the model on every node, in the background."""
+        for node in self._nodes.values():
+            node.store.prepare.remote(config.model, config.model_source)
+
+    def forget(self, config: ModelConfig) -> None:
+        for node in self._nodes.values():
+            node.store.forget.remote(config.model, config.model_source)
+
+    async def refresh(self) -> None:
+        """Read every store's report (what it holds in which tier)."""
+        nodes = list(self._nodes.items())
+        reports = await asyncio.gather(*(n.store.status.remote() for _, n in nodes), return_exceptions=True)
+        for (node_id, _), report in zip(nodes, reports, strict=True):
+            if isinstance(report, dict):
+                self._reports[node_id] = report
+
+    def tiers(self, config: ModelConfig) -> dict[str, str]:
+        """Per node, the fastest tier that held the model at the last refresh."""
+        key = checkpoint_key(config.model, config.model_source)
+        out = {}
+        for node_id, report in self._reports.items():
+            if key in report["dram"]["checkpoints"]:
+                out[node_id] = DRAM
+            elif key in report["disk"]:
+                out[node_id] = DISK
+        return out
+
+    async def status(self) -> list[dict[str, Any]]:
+        nodes = list(self._nodes.items())
+        pools = await asyncio.gather(*(n.pool.status.remote() for _, n in nodes), return_exceptions=True)
+        out = []
+        for (node_id, _), pool in zip(nodes, pools, strict=True):
+            out.append(
+                {
+                    "node_id": node_id,
+                    "engine_hosts": pool if isinstance(pool, dict) else {"error": str(pool)},
+                    "store": self._reports.get(node_id),
+                }
+            )
+        return out

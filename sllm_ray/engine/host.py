@@ -1,0 +1,160 @@
+"""Engine hosts: processes that have imported vLLM and torch before any model needs them.
+
+A host is a Ray actor started ahead of demand by its node's pool (``host_pool.py``). When
+a model replica starts on that node it claims a host and asks it to build the model's
+engine in-process (``inproc_core.py``), weights from the node's checkpoint store; the
+replica then forwards requests to it. So the cold path has no vLLM import and no process
+spawn, only the engine build. A host serves one engine and exits when released, or when
+the replica that claimed it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from sllm_ray.log_setup import configure_logging
+from sllm_ray.protocol import Endpoint, ResponseHead
+
+logger = logging.getLogger(__name__)
+
+# How often a host checks that the replica which claimed it is still alive.
+OWNER_CHECK_S = 2.0
+# Environment of every host process: the CPU build keeps its model worker in-process
+# only when vLLM's multiprocessing is off (it affects nothing else in AsyncLLM).
+HOST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a host needs to build one model's engine."""
+
+    model: str
+    model_source: str
+    engine_kwargs: dict[str, Any]
+    # From the node's checkpoint store: where the weights are, and which tier.
+    checkpoint: str | None = None
+    dram_file: str | None = None
+    tier: str = "source"
+
+    def vllm_kwargs(self) -> dict[str, Any]:
+        if self.checkpoint is None:
+            return dict(self.engine_kwargs)
+        extra = {"checkpoint": self.checkpoint}
+        if self.dram_file:
+            extra["dram_file"] = self.dram_file
+        return {**self.engine_kwargs, "load_format": "sllm_store", "model_loader_extra_config": extra}
+
+
+@dataclass
+class HostRecord:
+    """What a host did, in wall-clock seconds (``time.time()``): read by tests and the
+    cold-start benchmark."""
+
+    host_id: str
+    node_id: str
+    pid: int
+    prepared_at: float
+    import_s: float
+    claimed_at: float | None = None
+    claimed_by: str | None = None
+    model: str | None = None
+    tier: str | None = None
+    engine_started_at: float | None = None
+    weights_loaded_at: float | None = None
+    engine_ready_at: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class EngineHost:
+    """One prepared process; at most one engine."""
+
+    def __init__(self) -> None:
+        configure_logging()
+        started = time.time()
+        # The imports a cold start would otherwise pay for, done ahead of demand.
+        from sllm_ray.engine.openai_engine import OpenAIEngine
+        from sllm_ray.engine.vllm_compat import prepare_engine_process
+
+        prepare_engine_process()
+        self._engine_cls = OpenAIEngine
+        # vLLM calls gc.collect() several times while building an engine; with everything
+        # imported so far moved out of the collector's sight each call stays cheap.
+        gc.collect()
+        gc.freeze()
+        context = ray.get_runtime_context()
+        self._record = HostRecord(
+            host_id=context.get_actor_id() or "",
+            node_id=context.get_node_id(),
+            pid=os.getpid(),
+            prepared_at=time.time(),
+            import_s=time.time() - started,
+        )
+        self._engine: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
+        logger.info("engine host %s prepared in %.2f s", self._record.host_id, self._record.import_s)
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self._record)
+
+    def claim(self, claimer: str) -> None:
+        if self._record.claimed_by is not None:
+            raise RuntimeError(f"engine host {self._record.host_id} is already claimed")
+        self._record.claimed_by = claimer
+        self._record.claimed_at = time.time()
+
+    async def start(self, spec: EngineSpec, owner: Any = None) -> dict[str, Any]:
+        """Build the engine; ``owner`` (the replica's actor handle) is watched so the host
+        exits when its replica is gone without releasing it."""
+        if self._engine is not None:
+            raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
+        self._record.model = spec.model
+        self._record.tier = spec.tier
+        self._record.engine_started_at = time.time()
+        # A converted checkpoint carries the config and tokenizer files beside the weights.
+        source = spec.checkpoint or spec.model_source
+        engine = self._engine_cls(spec.model, source, spec.vllm_kwargs(), in_process=True)
+        await engine.start()
+        self._engine = engine
+        self._record.engine_ready_at = time.time()
+        self._record.phases = dict(engine.phases)
+        from sllm_ray.engine.store_loader import LAST_LOAD  # this process has torch by now
+
+        if spec.checkpoint is not None and LAST_LOAD:
+            self._record.weights_loaded_at = float(LAST_LOAD["finished_at"])
+            self._record.phases["weights_s"] = float(LAST_LOAD["seconds"])
+        if owner is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(owner))
+        return self.record()
+
+    async def _watch(self, owner: Any) -> None:
+        while True:
+            await asyncio.sleep(OWNER_CHECK_S)
+            try:
+                await owner.__ray_ready__.remote()
+            except ray.exceptions.RayActorError:
+                logger.warning("replica of %s is gone; engine host exits", self._record.model)
+                self.release()
+                return
+
+    async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
+        async for item in self._engine.generate(endpoint, body):
+            yield item
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    def release(self) -> None:
+        """Shut the engine down and end this process (a host serves one engine)."""
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)

@@ -1,0 +1,46 @@
+"""Names of the things an sllm_ray application creates in a Ray cluster, in one place.
+
+Every process that looks something up by name (the ingress finding a model's app, a
+replica finding its node's host pool and checkpoint store) imports only this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# Ray namespace of the per-node actors (host pools, checkpoint stores).
+NAMESPACE = "sllm_ray"
+
+
+def _readable(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def model_app_prefix(owner: str) -> str:
+    """Prefix of the model applications of the sllm_ray application ``owner``: two sllm_ray
+    applications in one cluster each manage only their own."""
+    return f"{owner}-model-"
+
+
+def model_app_name(owner: str, model: str) -> str:
+    """A Serve application name for the model: readable, and unique even when two model
+    names differ only in characters that are replaced."""
+    return f"{model_app_prefix(owner)}{_readable(model)}-{_digest(model, 8)}"
+
+
+def pool_name(app: str, node_id: str) -> str:
+    return f"{app}:host-pool:{node_id}"
+
+
+def store_name(app: str, node_id: str) -> str:
+    return f"{app}:store:{node_id}"
+
+
+def checkpoint_key(model: str, source: str) -> str:
+    """A folder name for the model's converted checkpoint; a new source is a new key."""
+    return f"{_readable(model)}-{_digest(source, 10)}"

@@ -1,0 +1,142 @@
+"""The node-local checkpoint store: one actor per node, started by the model manager.
+
+Tiers, slowest first: the model's source (a folder or hub id) → local disk in the
+sllm-store format (``<data_dir>/store/<key>``) → DRAM (shared memory under a byte budget,
+least recently used out). ``prepare`` converts a model and prefetches it into DRAM in the
+background, logging progress; ``locate`` answers at once with the fastest tier that holds
+it, which is all a starting replica waits for. The actor restarts if it dies and finds
+its disk tier again; what it held in DRAM is prefetched again on the next ``prepare``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sllm_ray.log_setup import configure_logging
+from sllm_ray.names import checkpoint_key
+from sllm_ray.store.checkpoint_format import (
+    INDEX_FILE,
+    CheckpointError,
+    check_complete,
+    data_bytes,
+    rank_dir,
+    read_index,
+)
+from sllm_ray.store.convert import convert
+from sllm_ray.store.dram_tier import BudgetError, DramTier
+from sllm_ray.store.locate import DISK, DRAM, SOURCE
+
+logger = logging.getLogger(__name__)
+
+
+def _local_source(source: str) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    # A hub id: the files Hugging Face's cache already holds or downloads now.
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+
+
+class CheckpointStore:
+    def __init__(self, node_id: str, disk_root: str, dram_root: str, dram_budget_bytes: int) -> None:
+        configure_logging()
+        self._node_id = node_id
+        self._disk_root = Path(disk_root)
+        self._disk_root.mkdir(parents=True, exist_ok=True)
+        self._dram = DramTier(dram_root, dram_budget_bytes)
+        self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        on_disk = [p.name for p in self._disk_root.iterdir() if (rank_dir(p) / INDEX_FILE).exists()]
+        logger.info("checkpoint store on node %s: %d checkpoints on disk", node_id, len(on_disk))
+
+    def _disk_dir(self, key: str) -> Path:
+        return self._disk_root / key
+
+    def _on_disk(self, key: str) -> bool:
+        """Whether the disk tier holds a whole copy; a damaged one is removed (and made
+        again by the next ``prepare``), so no engine is pointed at it."""
+        directory = rank_dir(self._disk_dir(key))
+        if not (directory / INDEX_FILE).exists():
+            return False
+        try:
+            check_complete(directory, read_index(directory))
+        except CheckpointError as exc:
+            logger.error("store: removing damaged checkpoint %s: %s", key, exc)
+            self._dram.evict(key)
+            shutil.rmtree(self._disk_dir(key), ignore_errors=True)
+            return False
+        return True
+
+    def locate(self, model: str, source: str) -> dict[str, Any]:
+        """The fastest tier holding the model now (for ``EngineSpec``); starts preparing
+        it in the background when it is not in DRAM yet."""
+        key = checkpoint_key(model, source)
+        ranks = self._dram.get(key)
+        if ranks is not None:
+            return {"checkpoint": str(self._disk_dir(key)), "dram_file": ranks[0].path, "tier": DRAM}
+        on_disk = self._on_disk(key)
+        self._start_prepare(model, source)
+        if on_disk:
+            return {"checkpoint": str(self._disk_dir(key)), "tier": DISK}
+        return {"tier": SOURCE}
+
+    def _start_prepare(self, model: str, source: str) -> asyncio.Task[dict[str, Any]]:
+        key = checkpoint_key(model, source)
+        job = self._jobs.get(key)
+        if job is None or job.done():
+            job = asyncio.get_running_loop().create_task(self._prepare(model, source, key))
+            self._jobs[key] = job
+        return job
+
+    async def prepare(self, model: str, source: str) -> dict[str, Any]:
+        """Convert the model to the disk tier if needed, then prefetch it into DRAM."""
+        return await asyncio.shield(self._start_prepare(model, source))
+
+    async def _prepare(self, model: str, source: str, key: str) -> dict[str, Any]:
+        started = time.monotonic()
+        target = self._disk_dir(key)
+        if not self._on_disk(key):
+            logger.info("store: converting %s from %s", model, source)
+            local = await asyncio.to_thread(_local_source, source)
+            await asyncio.to_thread(convert, local, target)
+        try:
+            await asyncio.to_thread(self._dram.put, key, target)
+            tier = DRAM
+        except BudgetError as exc:
+            logger.warning("store: %s stays on disk: %s", model, exc)
+            tier = DISK
+        size = data_bytes(rank_dir(target))
+        logger.info(
+            "store: %s ready in %s tier (%.1f MB, %.2f s)",
+            model,
+            tier,
+            size / 1e6,
+            time.monotonic() - started,
+        )
+        return {"model": model, "key": key, "tier": tier, "bytes": size}
+
+    def forget(self, model: str, source: str) -> None:
+        """Drop the model from DRAM (its disk copy stays for a later registration)."""
+        self._dram.evict(checkpoint_key(model, source))
+
+    def status(self) -> dict[str, Any]:
+        disk = {}
+        for path in self._disk_root.iterdir():
+            if (rank_dir(path) / INDEX_FILE).exists():
+                disk[path.name] = data_bytes(rank_dir(path))
+        return {
+            "node_id": self._node_id,
+            "dram": {
+                "budget_bytes": self._dram.budget_bytes,
+                "used_bytes": self._dram.used_bytes,
+                "checkpoints": self._dram.holds(),
+            },
+            "disk": disk,
+            "preparing": sorted(k for k, job in self._jobs.items() if not job.done()),
+        }

@@ -1,0 +1,98 @@
+"""Cold starts through prepared engine hosts and the checkpoint store (records, not timing)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from app_under_test import APP_NAME, ENGINE_KWARGS
+
+from sllm_ray.names import model_app_name
+
+MODEL = "cold"
+
+
+def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return value
+
+
+def _nodes(admin: httpx.Client) -> list[dict[str, Any]]:
+    return admin.get("/status").json()["nodes"]
+
+
+def _tiers(admin: httpx.Client) -> dict[str, str]:
+    return admin.get(f"/v1/admin/models/{MODEL}").json()["checkpoint"]["tiers"]
+
+
+def _record() -> dict[str, Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app_name(APP_NAME, MODEL))
+    return handle.record.remote().result()
+
+
+def _ask(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model=MODEL, prompt="Once", max_tokens=2, extra_body={"ignore_eos": True}
+    )
+    assert reply.usage.completion_tokens == 2
+
+
+@pytest.fixture(scope="module")
+def cold_model(admin: httpx.Client, tiny_model_dir: Path) -> str:
+    body = {
+        "model": MODEL,
+        "model_source": str(tiny_model_dir),
+        "engine_kwargs": ENGINE_KWARGS,
+        "autoscaling": {"keep_alive_s": 1, "look_back_period_s": 2},
+    }
+    assert admin.post("/v1/admin/models", json=body).status_code == 201
+    # Registration converts the model and prefetches it into DRAM on every node.
+    _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 120, "the model in the DRAM tier")
+    return MODEL
+
+
+def test_cold_start_uses_a_prepared_host_and_the_dram_tier(
+    admin: httpx.Client, client: openai.OpenAI, cold_model: str, replicas: Callable
+) -> None:
+    _wait(lambda: all(n["engine_hosts"]["ready"] >= 1 for n in _nodes(admin)), 120, "a prepared host")
+    slow_before = sum(n["engine_hosts"]["slow_claims"] for n in _nodes(admin))
+    assert replicas(MODEL) == {}
+    _ask(client)
+    record = _record()
+    host = record["host"]
+    assert host["claimed_by"] == record["replica"]
+    assert host["prepared_at"] < record["replica_started_at"]  # imports done ahead of demand
+    assert host["pid"] != record["pid"]  # the replica itself never imported vLLM
+    assert host["tier"] == "dram" and host["weights_loaded_at"] is not None
+    assert host["engine_started_at"] < host["weights_loaded_at"] < host["engine_ready_at"]
+    assert sum(n["engine_hosts"]["slow_claims"] for n in _nodes(admin)) == slow_before
+
+
+def test_store_restarts_without_failing_requests(
+    admin: httpx.Client, client: openai.OpenAI, cold_model: str, replicas: Callable
+) -> None:
+    import ray
+
+    from sllm_ray.names import NAMESPACE, store_name
+
+    _wait(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
+    (node,) = [n["node_id"] for n in _nodes(admin)]
+    store = ray.get_actor(store_name(APP_NAME, node), namespace=NAMESPACE)
+    before = ray.get(store.status.remote())
+    ray.kill(store, no_restart=False)  # Ray restarts it
+    _ask(client)  # a cold start while the store is down or just back
+    assert _record()["host"]["tier"] in {"source", "disk", "dram"}
+    # Back, with the disk tier it had, and the model prefetched again.
+    _wait(lambda: ray.get(store.status.remote())["disk"] == before["disk"], 60, "the store to come back")
+    _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
+    assert admin.delete(f"/v1/admin/models/{MODEL}").status_code == 200

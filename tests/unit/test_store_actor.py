@@ -1,0 +1,95 @@
+"""The checkpoint store's tiers and answers, run in this process (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from sllm_ray.engine.host import EngineSpec
+from sllm_ray.names import checkpoint_key
+from sllm_ray.store.checkpoint_format import load_rank, rank_dir
+from sllm_ray.store.locate import DISK, DRAM, SOURCE
+from sllm_ray.store.store_actor import CheckpointStore
+
+
+def hf_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    save_file({"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}, str(path / "model.safetensors"))
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> None:
+        store = CheckpointStore("node-1", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        assert store.locate("m", source) == {"tier": SOURCE}  # and preparing starts
+        prepared = await store.prepare("m", source)
+        assert prepared["tier"] == DRAM and prepared["bytes"] == 24 + 16  # 12 bytes padded to 8
+        located = store.locate("m", source)
+        assert located["tier"] == DRAM and Path(located["dram_file"]).exists()
+        checkpoint = Path(located["checkpoint"])
+        assert {p.name for p in checkpoint.iterdir()} == {"config.json", "tokenizer.json", "rank_0"}
+        assert torch.equal(load_rank(rank_dir(checkpoint))["w"], torch.arange(6.0).reshape(2, 3))
+
+        store.forget("m", source)
+        assert store.locate("m", source)["tier"] == DISK
+        status = store.status()
+        assert status["disk"] == {checkpoint_key("m", source): 40}
+
+        # A restarted store finds its disk tier again.
+        again = CheckpointStore("node-1", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        assert again.locate("m", source)["tier"] == DISK
+
+    asyncio.run(scenario())
+
+
+def test_over_budget_stays_on_disk(tmp_path: Path) -> None:
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> dict:
+        store = CheckpointStore("n", str(tmp_path / "disk"), str(tmp_path / "shm"), 8)
+        return await store.prepare("m", source)
+
+    assert asyncio.run(scenario())["tier"] == DISK
+
+
+def test_checkpoint_keys_follow_the_source() -> None:
+    assert checkpoint_key("org/m", "/a") != checkpoint_key("org/m", "/b")
+    assert "/" not in checkpoint_key("org/m", "/a")
+
+
+def test_engine_spec_points_vllm_at_the_store() -> None:
+    plain = EngineSpec("m", "/src", {"max_model_len": 64})
+    assert plain.vllm_kwargs() == {"max_model_len": 64}
+    stored = EngineSpec(
+        "m", "/src", {"max_model_len": 64}, checkpoint="/disk/m", dram_file="/shm/m", tier=DRAM
+    )
+    assert stored.vllm_kwargs() == {
+        "max_model_len": 64,
+        "load_format": "sllm_store",
+        "model_loader_extra_config": {"checkpoint": "/disk/m", "dram_file": "/shm/m"},
+    }
+
+
+def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> None:
+        store = CheckpointStore("n", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        located = store.locate("m", source)
+        await store.prepare("m", source)
+        located = store.locate("m", source)
+        store.forget("m", source)
+        data = Path(located["checkpoint"]) / "rank_0" / "tensor.data_0"
+        data.write_bytes(data.read_bytes()[:10])  # cut short on disk
+        assert store.locate("m", source) == {"tier": SOURCE}  # not the damaged copy
+        assert (await store.prepare("m", source))["tier"] == DRAM  # made again from the source
+        assert store.locate("m", source)["tier"] == DRAM
+
+    asyncio.run(scenario())
