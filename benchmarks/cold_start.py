@@ -11,9 +11,10 @@ In one run on one machine, for the same locally made model:
 
 For each, ``--runs`` cold starts (the first right after deployment, the rest after the
 model went back to zero), with the phases of each from the replicas' and engine hosts'
-own records (wall-clock times relative to sending the request): demand seen (Serve shows
-a replica starting), replica scheduled, engine host claimed, weights loaded, engine
-ready, first token. Then warm time to first token for both. Prints one JSON line and a
+own records and Serve's controller log (wall-clock times relative to sending the
+request): demand seen (Serve's autoscaler decides to scale up from zero), replica
+scheduled (its constructor runs), engine host claimed, engine build started, weights
+loaded, engine ready; and first token. Then warm time to first token for both. Prints one JSON line and a
 table. ``python benchmarks/cold_start.py --runs 5``.
 """
 
@@ -21,15 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tiny"
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
@@ -59,29 +61,23 @@ class PlainServer:
             yield item
 
 
-class StatusWatch:
-    """Polls Serve for the moment a replica of a deployment appears (demand seen)."""
+def demand_seen_at(app: str, deployment: str, after: float) -> float | None:
+    """When Serve's autoscaler decided to scale the deployment up from zero, after
+    ``after``: read from the controller's log (polling Serve from here would load the
+    controller on a small machine and slow what is measured)."""
+    import ray
 
-    def __init__(self, app: str, deployment: str) -> None:
-        self._app, self._deployment = app, deployment
-        self.seen_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        from ray import serve
-
-        while not self._stop.is_set() and self.seen_at is None:
-            app = serve.status().applications.get(self._app)
-            deployment = app.deployments.get(self._deployment) if app else None
-            if deployment and any(deployment.replica_states.values()):
-                self.seen_at = time.time()
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    needle = f"Upscaling Deployment(name='{deployment}', app='{app}') from 0 to"
+    for path in logs.glob("controller_*.log"):
+        for line in path.read_text().splitlines():
+            if needle in line:
+                stamp = " ".join(line.split()[1:3])  # "2026-11-23 09:47:06,574"
+                day, ms = stamp.split(",")
+                at = time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+                if at >= after - 0.001:
+                    return at
+    return None
 
 
 def replica_count(app: str, deployment: str) -> int:
@@ -122,31 +118,34 @@ def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any
 
     wait_for(lambda: replica_count(model_app, f"model:{MODEL}") == 0, 120, "sllm_ray to scale to zero")
     wait_for(pool_ready, 120, "a prepared engine host")
-    watch = StatusWatch(model_app, f"model:{MODEL}")
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote(BODY))
-    watch.stop()
     record = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app).record.remote().result()
     host = record["host"]
     marks = {
-        "demand_seen": watch.seen_at,
+        "demand_seen": demand_seen_at(model_app, f"model:{MODEL}", t0),
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
+        "engine_build_started": host["engine_started_at"],
         "weights_loaded": host.get("weights_loaded_at"),
         "engine_ready": record["engine_ready_at"],
     }
-    return {"ttft_s": round(ttft, 3), "tier": host["tier"], "phases": _phases(t0, marks)}
+    build = {k: round(v, 3) for k, v in host["phases"].items()}
+    return {
+        "ttft_s": round(ttft, 3),
+        "tier": host["tier"],
+        "phases": _phases(t0, marks),
+        "engine_build_s": build,
+    }
 
 
 def cold_run_baseline(handle: Any) -> dict[str, Any]:
     wait_for(lambda: replica_count("baseline", "PlainServer") == 0, 300, "the baseline to scale to zero")
-    watch = StatusWatch("baseline", "PlainServer")
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).generate.remote(BODY))
-    watch.stop()
     record = handle.record.remote().result()
     marks = {
-        "demand_seen": watch.seen_at,
+        "demand_seen": demand_seen_at("baseline", "PlainServer", t0),
         "replica_scheduled": record["replica_started_at"],
         "engine_ready": record["engine_ready_at"],
     }
@@ -191,7 +190,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         object_store_memory=256 * 1024**2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     keep_alive = {"keep_alive_s": 1, "look_back_period_s": 2}
@@ -234,7 +232,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     baseline = serve.run(plain.bind(str(model_dir)), name="baseline", route_prefix="/baseline")
 
-    result: dict[str, Any] = {"machine": {"cpus": __import__("os").cpu_count()}, "model": str(model_dir)}
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "model": str(model_dir)}
     sllm_runs = [cold_run_sllm(sllm, model_app, pool_ready) for _ in range(args.runs)]
     print(f"sllm_ray cold runs: {[r['ttft_s'] for r in sllm_runs]}", file=sys.stderr)
     base_runs = [cold_run_baseline(baseline) for _ in range(args.runs)]
@@ -259,7 +257,8 @@ def table(result: dict[str, Any]) -> str:
     rows = [("", "sllm_ray", "baseline")]
     for key in ("first_ttft_s", "repeated_ttft_p50_s", "ttft_p50_s", "warm_ttft_p50_s"):
         rows.append((key, str(result["sllm_ray"][key]), str(result["baseline"][key])))
-    for phase in ("demand_seen", "replica_scheduled", "host_claimed", "weights_loaded", "engine_ready"):
+    phases = ("demand_seen", "replica_scheduled", "host_claimed", "engine_build_started")
+    for phase in (*phases, "weights_loaded", "engine_ready"):
         s = result["sllm_ray"]["phases_p50_s"].get(phase, "-")
         b = result["baseline"]["phases_p50_s"].get(phase, "-")
         rows.append((f"p50 {phase} at (s)", str(s), str(b)))

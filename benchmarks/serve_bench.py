@@ -25,6 +25,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
 REPO = Path(__file__).resolve().parents[1]
 APP = "sllm"
 
@@ -43,7 +44,6 @@ def _launch(model: str, model_dir: Path, keep_alive_s: float) -> str:
         object_store_memory=256 * 1024**2,
         include_dashboard=False,
         log_to_driver=False,  # keep stdout for the JSON line and the table
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     config = {

@@ -51,7 +51,7 @@ class NodeServices:
         pool = (
             ray.remote(HostPool)
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
-            .remote(node_id, self._config.engine_hosts_per_node)
+            .remote(self._app, node_id, self._config.engine_hosts_per_node)
         )
         dram_dir = Path(self._config.store_dram_dir) / f"{self._app}-{node_id[:12]}"
         store = (

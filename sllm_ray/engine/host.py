@@ -11,6 +11,7 @@ the replica that claimed it is gone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -23,6 +24,7 @@ import ray
 
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.protocol import Endpoint, ResponseHead
+from sllm_ray.store.locate import locate_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class EngineSpec:
     model: str
     model_source: str
     engine_kwargs: dict[str, Any]
-    # From the node's checkpoint store: where the weights are, and which tier.
+    # Filled in by the host from its node's checkpoint store: where the weights are.
     checkpoint: str | None = None
     dram_file: str | None = None
     tier: str = "source"
@@ -77,14 +79,17 @@ class HostRecord:
 class EngineHost:
     """One prepared process; at most one engine."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: str) -> None:
         configure_logging()
         started = time.time()
-        # The imports a cold start would otherwise pay for, done ahead of demand.
+        # The imports a cold start would otherwise pay for, done ahead of demand; the
+        # store actor's module too, which looking the store up by name imports.
+        import sllm_ray.store.store_actor  # noqa: F401
         from sllm_ray.engine.openai_engine import OpenAIEngine
         from sllm_ray.engine.vllm_compat import prepare_engine_process
 
         prepare_engine_process()
+        self._app = app
         self._engine_cls = OpenAIEngine
         # vLLM calls gc.collect() several times while building an engine; with everything
         # imported so far moved out of the collector's sight each call stays cheap.
@@ -112,10 +117,13 @@ class EngineHost:
         self._record.claimed_at = time.time()
 
     async def start(self, spec: EngineSpec, owner: Any = None) -> dict[str, Any]:
-        """Build the engine; ``owner`` (the replica's actor handle) is watched so the host
-        exits when its replica is gone without releasing it."""
+        """Build the engine, weights from the fastest tier of this node's store; ``owner``
+        (the replica's actor handle) is watched so the host exits when its replica is gone
+        without releasing it."""
         if self._engine is not None:
             raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
+        located = await locate_checkpoint(self._app, self._record.node_id, spec.model, spec.model_source)
+        spec = dataclasses.replace(spec, **located)
         self._record.model = spec.model
         self._record.tier = spec.tier
         self._record.engine_started_at = time.time()

@@ -27,8 +27,9 @@ REFILL_DELAY_S = 5.0
 
 
 class HostPool:
-    def __init__(self, node_id: str, size: int) -> None:
+    def __init__(self, app: str, node_id: str, size: int) -> None:
         configure_logging()
+        self._app = app
         self._node_id = node_id
         self._size = size
         self._ready: list[Any] = []  # hosts whose imports are done
@@ -47,7 +48,7 @@ class HostPool:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self._node_id, soft=False),
                 runtime_env={"env_vars": HOST_ENV},
             )
-            .remote()
+            .remote(self._app)
         )
 
     def _refill(self, delay_s: float = 0.0) -> None:

@@ -1,9 +1,9 @@
 """The per-model deployment ``model:<name>``: a thin replica in front of an engine host.
 
 The replica holds the model's resource reservation and nothing heavy: it never imports
-vLLM. On start it claims a prepared engine host on its own node, asks the node's
-checkpoint store where the weights are, and has the host build the engine from there;
-then it forwards requests to the host and streams the replies back.
+vLLM. On start it claims a prepared engine host on its own node and has it build the
+engine (weights from the node's checkpoint store); then it forwards requests to the host
+and streams the replies back.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from sllm_ray.engine.host import HOST_ENV, EngineHost, EngineSpec
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NAMESPACE, pool_name
 from sllm_ray.protocol import Accepted, Endpoint, ResponseHead
-from sllm_ray.store.locate import locate_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,9 @@ async def _claim_host(owner_app: str, node_id: str, replica: str) -> Any:
     except ValueError:
         # No pool on this node (yet): a host of our own, paying the vLLM import now.
         logger.warning("no engine host pool on node %s: starting a host for %s (slow)", node_id, replica)
-        host = ray.remote(EngineHost).options(num_cpus=0, runtime_env={"env_vars": HOST_ENV}).remote()
+        host = (
+            ray.remote(EngineHost).options(num_cpus=0, runtime_env={"env_vars": HOST_ENV}).remote(owner_app)
+        )
         await host.claim.remote(replica)
         return host
     return await pool.claim.remote(replica)
@@ -53,8 +54,7 @@ class ModelServer:
         node_id = context.get_node_id()
         self._host = await _claim_host(owner_app, node_id, self._replica)
         self._timeline["host_claimed_at"] = time.time()
-        checkpoint = await locate_checkpoint(owner_app, node_id, model, model_source)
-        spec = EngineSpec(model, model_source, engine_kwargs, **checkpoint)
+        spec = EngineSpec(model, model_source, engine_kwargs)
         self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
         self._timeline["engine_ready_at"] = time.time()
         logger.info("replica %s of %s ready: %s", self._replica, model, self.record())
