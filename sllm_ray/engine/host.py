@@ -42,6 +42,9 @@ class EngineSpec:
     model: str
     model_source: str
     engine_kwargs: dict[str, Any]
+    # The accelerators Ray reserved for the replica (``ray.get_gpu_ids()`` there): the
+    # host, started without any, builds the engine on these. Untested on GPUs.
+    device_ids: tuple[str, ...] = ()
     # Filled in by the host from its node's checkpoint store: where the weights are.
     checkpoint: str | None = None
     dram_file: str | None = None
@@ -54,6 +57,13 @@ class EngineSpec:
         if self.dram_file:
             extra["dram_file"] = self.dram_file
         return {**self.engine_kwargs, "load_format": "sllm_store", "model_loader_extra_config": extra}
+
+
+def use_devices(device_ids: tuple[str, ...]) -> None:
+    """Make the replica's reserved GPUs the only ones this process sees. Must run before
+    CUDA is initialized here, which preparing a host does not do (untested on GPUs)."""
+    if device_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(device_ids)
 
 
 @dataclass
@@ -122,6 +132,7 @@ class EngineHost:
         without releasing it."""
         if self._engine is not None:
             raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
+        use_devices(spec.device_ids)
         located = await locate_checkpoint(self._app, self._record.node_id, spec.model, spec.model_source)
         spec = dataclasses.replace(spec, **located)
         self._record.model = spec.model

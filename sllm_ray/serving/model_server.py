@@ -54,7 +54,8 @@ class ModelServer:
         node_id = context.get_node_id()
         self._host = await _claim_host(owner_app, node_id, self._replica)
         self._timeline["host_claimed_at"] = time.time()
-        spec = EngineSpec(model, model_source, engine_kwargs)
+        devices = tuple(str(i) for i in ray.get_gpu_ids())  # this replica's reservation
+        spec = EngineSpec(model, model_source, engine_kwargs, devices)
         self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
         self._timeline["engine_ready_at"] = time.time()
         logger.info("replica %s of %s ready: %s", self._replica, model, self.record())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -93,3 +95,13 @@ def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
         assert store.locate("m", source)["tier"] == DRAM
 
     asyncio.run(scenario())
+
+
+def test_hosts_use_the_replicas_reserved_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sllm_ray.engine.host import use_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    use_devices(())
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # CPU replicas leave it alone
+    use_devices(("2", "3"))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
