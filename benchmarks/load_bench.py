@@ -39,7 +39,7 @@ from sllm_ray.engine.openai_engine import OpenAIEngine
 from sllm_ray.engine import store_loader
 
 source, extra = sys.argv[1], json.loads(sys.argv[2])
-kwargs = {"max_model_len": 256, "enforce_eager": True, "kv_cache_memory_bytes": 1 << 26}
+kwargs = {"max_model_len": 256, "enforce_eager": True, "kv_cache_memory_bytes": 1 << 26, "dtype": "float32"}
 if extra:
     kwargs.update(load_format="sllm_store", model_loader_extra_config=extra)
 prepare_engine_process()
