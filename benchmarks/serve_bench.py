@@ -68,8 +68,10 @@ def _launch(model: str, model_dir: Path, keep_alive_s: float) -> str:
 def _running_replicas(model: str) -> int:
     from ray import serve
 
-    app = serve.status().applications[APP]
-    return app.deployments[f"model:{model}"].replica_states.get("RUNNING", 0)
+    from sllm_ray.names import model_app_name
+
+    app = serve.status().applications.get(model_app_name(APP, model))
+    return app.deployments[f"model:{model}"].replica_states.get("RUNNING", 0) if app else 0
 
 
 async def _wait_for_zero(model: str, timeout_s: float) -> bool:

@@ -148,6 +148,8 @@ class EngineHost:
         from sllm_ray.engine.store_loader import LAST_LOAD  # this process has torch by now
 
         if spec.checkpoint is not None and LAST_LOAD:
+            # The tier the weights really came from (a DRAM copy evicted meanwhile: disk).
+            self._record.tier = str(LAST_LOAD["tier"])
             self._record.weights_loaded_at = float(LAST_LOAD["finished_at"])
             self._record.phases["weights_s"] = float(LAST_LOAD["seconds"])
         if owner is not None:
