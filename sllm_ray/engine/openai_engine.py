@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,7 +55,10 @@ class OpenAIEngine:
     ) -> None:
         self.model = model
         self._in_process = in_process
-        if in_process:
+        parallel = ("tensor_parallel_size", "pipeline_parallel_size")
+        workers = math.prod(engine_kwargs.get(k, 1) for k in parallel)
+        if in_process and workers == 1:
+            # The model worker in this process too; with several, vLLM's own executor.
             engine_kwargs = {"distributed_executor_backend": "uni", **engine_kwargs}
         self._engine_args, self._args = build_vllm_args(model, model_source, engine_kwargs)
         self._llm: Any = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from sllm_ray.store.checkpoint_format import load_rank, rank_dir, read_index
 from sllm_ray.store.dram_tier import CachedRank
@@ -29,14 +30,33 @@ LOAD_FORMAT = "sllm_store"
 LAST_LOAD: dict[str, object] = {}
 
 
-def store_tensors(extra: dict[str, object]) -> tuple[dict[str, object], str]:
+def pin_for_gpu(buffer: Any) -> bool:
+    """GPU path, untested on GPUs: register the mapped DRAM tier as page-locked memory
+    (CUDA's ``cudaHostRegister``, through torch), so the weight loaders' copies to the
+    GPU run as DMA from it without a pageable bounce. Returns whether it was pinned."""
+    import torch
+
+    if not torch.cuda.is_available() or buffer.numel() == 0:
+        return False
+    status = torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.numel(), 0)
+    if int(status) != 0:
+        logger.warning("could not pin the DRAM tier for the GPU (cudaError %s): pageable copies", int(status))
+        return False
+    return True
+
+
+def store_tensors(extra: dict[str, object], device_type: str = "cpu") -> tuple[dict[str, object], str]:
     """The checkpoint's tensors and the tier they came from."""
     checkpoint = extra.get("checkpoint")
     if not isinstance(checkpoint, str):
         raise ValueError(f"load_format={LOAD_FORMAT} needs model_loader_extra_config.checkpoint")
     dram_file = extra.get("dram_file")
     if isinstance(dram_file, str) and os.path.exists(dram_file):
-        return CachedRank(dram_file, read_index(rank_dir(checkpoint))).tensors(), "dram"
+        rank = CachedRank(dram_file, read_index(rank_dir(checkpoint)))
+        buffer = rank.buffer()
+        if device_type == "cuda":
+            pin_for_gpu(buffer)
+        return rank.tensors(buffer), "dram"
     return load_rank(rank_dir(checkpoint)), "disk"
 
 
@@ -53,7 +73,8 @@ def register() -> None:
 
         def load_weights(self, model: torch.nn.Module, model_config: object) -> None:
             started = time.perf_counter()
-            tensors, tier = store_tensors(dict(self.load_config.model_loader_extra_config))
+            device_type = next(model.parameters()).device.type
+            tensors, tier = store_tensors(dict(self.load_config.model_loader_extra_config), device_type)
             loaded = model.load_weights(iter(tensors.items()))
             missing = {n for n, _ in model.named_parameters()} - set(loaded or ())
             if loaded is not None and missing:

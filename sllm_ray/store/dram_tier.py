@@ -111,15 +111,19 @@ class CachedRank:
     path: str
     index: dict[str, TensorEntry]
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The rank's tensors as copy-on-write views of the shared memory."""
+    def buffer(self) -> torch.Tensor:
+        """The rank's bytes: a copy-on-write mapping of the shared memory, as flat uint8."""
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
-                return tensors_from_buffer(self.index, torch.empty(0, dtype=torch.uint8))
+                return torch.empty(0, dtype=torch.uint8)
             mapped = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE)
-        # The tensors keep the mapping alive through the buffer they view.
-        return tensors_from_buffer(self.index, torch.frombuffer(mapped, dtype=torch.uint8))
+        # Tensors viewing it keep the mapping alive.
+        return torch.frombuffer(mapped, dtype=torch.uint8)
+
+    def tensors(self, buffer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The rank's tensors as views of ``buffer`` (default: a new mapping)."""
+        return tensors_from_buffer(self.index, self.buffer() if buffer is None else buffer)
 
 
 class DramTier:

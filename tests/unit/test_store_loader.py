@@ -29,3 +29,29 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         store_tensors({"checkpoint": str(tmp_path / "nope")})
     with pytest.raises(ValueError, match=r"model_loader_extra_config\.checkpoint"):
         store_tensors({})
+
+
+def test_the_gpu_path_pins_the_dram_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Untested on GPUs: here only that the DRAM mapping is what gets registered.
+    import torch
+
+    from sllm_ray.engine import store_loader
+
+    registered: list[tuple[int, int]] = []
+
+    class FakeCudart:
+        def cudaHostRegister(self, ptr: int, size: int, flags: int) -> int:
+            registered.append((ptr, size))
+            return 0
+
+    save_rank({"w": torch.arange(4.0)}, tmp_path / "ckpt" / "rank_0")
+    tier = DramTier(tmp_path / "shm", budget_bytes=1 << 20)
+    (rank,) = tier.put("m", tmp_path / "ckpt")
+    extra = {"checkpoint": str(tmp_path / "ckpt"), "dram_file": rank.path}
+    store_tensors(extra, "cpu")
+    assert registered == []  # CPU engines never pin
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "cudart", lambda: FakeCudart())
+    tensors, source = store_loader.store_tensors(extra, "cuda")
+    assert source == "dram" and registered and registered[0][1] == 16
+    assert tensors["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
