@@ -41,6 +41,20 @@ def store_name(app: str, node_id: str) -> str:
     return f"{app}:store:{node_id}"
 
 
+NODE_PREFIX = 12  # characters of a node id in per-node folder names
+
+
+def dram_folder(app: str, node_id: str) -> str:
+    """The DRAM tier's folder (under ``store_dram_dir``) of the app's store on a node."""
+    return f"{app}-{node_id[:NODE_PREFIX]}"
+
+
+def dram_folder_node(app: str, folder: str) -> str | None:
+    """The node-id prefix of one of the app's ``dram_folder`` names; None for others."""
+    match = re.fullmatch(re.escape(app) + rf"-([0-9a-f]{{{NODE_PREFIX}}})", folder)
+    return match.group(1) if match else None
+
+
 def checkpoint_key(model: str, source: str) -> str:
     """A folder name for the model's converted checkpoint; a new source is a new key."""
     return f"{_readable(model)}-{_digest(source, 10)}"

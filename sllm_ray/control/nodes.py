@@ -53,11 +53,18 @@ class NodeServices:
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
             .remote(self._app, node_id, self._config.engine_hosts_per_node)
         )
-        dram_dir = Path(self._config.store_dram_dir) / f"{self._app}-{node_id[:12]}"
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         store = (
             ray.remote(CheckpointStore)
             .options(name=store_name(self._app, node_id), **pinned)
-            .remote(node_id, str(self._store_dir), str(dram_dir), self._config.store_dram_bytes)
+            .remote(
+                self._app,
+                node_id,
+                str(self._store_dir),
+                self._config.store_dram_dir,
+                self._config.store_dram_bytes,
+                alive,
+            )
         )
         logger.info("started engine host pool and checkpoint store on node %s", node_id)
         return _Node(pool, store)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import checkpoint_key
+from sllm_ray.names import NODE_PREFIX, checkpoint_key, dram_folder, dram_folder_node
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
     CheckpointError,
@@ -44,13 +44,33 @@ def _local_source(source: str) -> Path:
     return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
 
 
+def remove_stale_dram(app: str, parent: Path, alive_node_ids: set[str]) -> None:
+    """Free what the app's stores on nodes that no longer exist left in shared memory: a
+    tmpfs outlives Ray, and each Ray start gives a node a new id (so a new folder)."""
+    alive = {node_id[:NODE_PREFIX] for node_id in alive_node_ids}
+    for folder in parent.glob("*") if parent.is_dir() else ():
+        node = dram_folder_node(app, folder.name)
+        if node is not None and node not in alive:
+            logger.info("store: removing the DRAM tier a previous store left in %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class CheckpointStore:
-    def __init__(self, node_id: str, disk_root: str, dram_root: str, dram_budget_bytes: int) -> None:
+    def __init__(
+        self,
+        app: str,
+        node_id: str,
+        disk_root: str,
+        dram_parent: str,
+        dram_budget_bytes: int,
+        alive_node_ids: set[str],
+    ) -> None:
         configure_logging()
         self._node_id = node_id
         self._disk_root = Path(disk_root)
         self._disk_root.mkdir(parents=True, exist_ok=True)
-        self._dram = DramTier(dram_root, dram_budget_bytes)
+        remove_stale_dram(app, Path(dram_parent), alive_node_ids | {node_id})
+        self._dram = DramTier(Path(dram_parent) / dram_folder(app, node_id), dram_budget_bytes)
         self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
         on_disk = [p.name for p in self._disk_root.iterdir() if (rank_dir(p) / INDEX_FILE).exists()]
         logger.info("checkpoint store on node %s: %d checkpoints on disk", node_id, len(on_disk))

@@ -18,6 +18,8 @@ ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_b
 def app_config(model_dir: Path, data_dir: Path) -> dict:
     return {
         "data_dir": str(data_dir),
+        # The suite's own DRAM tier, removed with its temporary folders (not /dev/shm).
+        "store_dram_dir": str(data_dir / "dram"),
         "model_roots": [str(model_dir.parent)],
         "request_wait_timeout_s": 180,
         "retry_after_s": 7,

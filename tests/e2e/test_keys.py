@@ -31,6 +31,7 @@ def keyed(serve_app: str, tmp_path_factory: pytest.TempPathFactory, tiny_model_d
     keys.write_text(f"keys:\n  - key: {USER_KEY}\n  - sha256: {admin_digest}\n    role: admin\n")
     config = {
         "data_dir": str(folder / "data"),
+        "store_dram_dir": str(folder / "dram"),
         "model_roots": [str(tiny_model_dir.parent)],
         "api_keys_file": str(keys),
     }

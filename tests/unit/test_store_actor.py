@@ -16,6 +16,9 @@ from sllm_ray.store.checkpoint_format import load_rank, rank_dir
 from sllm_ray.store.locate import DISK, DRAM, SOURCE
 from sllm_ray.store.store_actor import CheckpointStore
 
+APP = "app"
+NODE = "a1b2c3d4e5f6" + "0" * 44
+
 
 def hf_folder(path: Path) -> Path:
     path.mkdir(parents=True)
@@ -29,7 +32,7 @@ def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore("node-1", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
         assert store.locate("m", source) == {"tier": SOURCE}  # and preparing starts
         prepared = await store.prepare("m", source)
         assert prepared["tier"] == DRAM and prepared["bytes"] == 24 + 16  # 12 bytes padded to 8
@@ -45,7 +48,7 @@ def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
         assert status["disk"] == {checkpoint_key("m", source): 40}
 
         # A restarted store finds its disk tier again.
-        again = CheckpointStore("node-1", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        again = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
         assert again.locate("m", source)["tier"] == DISK
 
     asyncio.run(scenario())
@@ -55,7 +58,7 @@ def test_over_budget_stays_on_disk(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> dict:
-        store = CheckpointStore("n", str(tmp_path / "disk"), str(tmp_path / "shm"), 8)
+        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 8, {NODE})
         return await store.prepare("m", source)
 
     assert asyncio.run(scenario())["tier"] == DISK
@@ -83,7 +86,7 @@ def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore("n", str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20)
+        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
         located = store.locate("m", source)
         await store.prepare("m", source)
         located = store.locate("m", source)
@@ -105,3 +108,18 @@ def test_hosts_use_the_replicas_reserved_devices(monkeypatch: pytest.MonkeyPatch
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # CPU replicas leave it alone
     use_devices(("2", "3"))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+def test_shared_memory_left_by_gone_nodes_is_freed(tmp_path: Path) -> None:
+    from sllm_ray.names import dram_folder
+
+    gone, alive = "f" * 56, "e" * 56
+    for node in (gone, alive):
+        (tmp_path / "shm" / dram_folder(APP, node)).mkdir(parents=True)
+    (tmp_path / "shm" / dram_folder("other-app", gone)).mkdir()
+    (tmp_path / "shm" / "unrelated").mkdir()
+    CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE, alive})
+    left = sorted(p.name for p in (tmp_path / "shm").iterdir())
+    assert left == sorted(
+        [dram_folder(APP, alive), dram_folder(APP, NODE), dram_folder("other-app", gone), "unrelated"]
+    )
