@@ -1,6 +1,8 @@
 # sllm_ray image: `docker build -t sllm-ray .` (CPU build of vLLM; --build-arg EXTRA=gpu for CUDA).
 # On x86-64, pip resolves torch==2.13.0 to the CUDA build unless PIP_EXTRA_INDEX_URL points
 # at PyTorch's CPU wheel index: pass it as a build arg for a small CPU image.
+# Run with `--shm-size` at least `store_dram_bytes` (2 GiB by default) plus what Ray needs:
+# the checkpoint store's DRAM tier lives in /dev/shm, which Docker caps at 64 MiB.
 FROM python:3.11-slim
 
 ARG EXTRA=cpu
