@@ -19,6 +19,19 @@ class SourceError(ValueError):
     """The model source is not one this deployment accepts."""
 
 
+def _check_model_folder(folder: Path, source: str) -> None:
+    """A folder an engine can load: a config and weights (safetensors, or a checkpoint in
+    the sllm-store format), so a wrong folder fails here, not in a replica later."""
+    if not (folder / "config.json").is_file():
+        raise SourceError(f"model_source folder {source!r} has no config.json")
+    has_weights = any(folder.glob("*.safetensors")) or (folder / "rank_0" / "tensor_index.json").is_file()
+    if not has_weights:
+        raise SourceError(
+            f"model_source folder {source!r} has no weights "
+            "(*.safetensors, or rank_0/ in the sllm-store format)"
+        )
+
+
 def resolve_source(
     source: str, roots: Sequence[str | Path], *, allow_hub: bool = True, base: Path | None = None
 ) -> str:
@@ -36,6 +49,7 @@ def resolve_source(
         if not any(real.is_relative_to(root) for root in allowed):
             shown = ", ".join(str(r) for r in allowed) or "(none configured)"
             raise SourceError(f"model_source {source!r} lies outside the allowed model roots: {shown}")
+        _check_model_folder(real, source)
         return str(real)
     if ".." not in source and _HUB_ID.match(source):
         if not allow_hub:

@@ -179,3 +179,20 @@ class EngineHost:
             self._engine.shutdown()
             self._engine = None
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+def start_host(app: str, node_id: str) -> Any:
+    """A new engine host pinned to ``node_id`` (its imports run in the background)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return (
+        ray.remote(EngineHost)
+        .options(
+            num_cpus=0,
+            max_restarts=0,
+            max_concurrency=1000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            runtime_env={"env_vars": HOST_ENV},
+        )
+        .remote(app)
+    )

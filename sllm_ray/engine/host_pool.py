@@ -14,9 +14,8 @@ import time
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sllm_ray.engine.host import HOST_ENV, EngineHost
+from sllm_ray.engine.host import start_host
 from sllm_ray.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -38,19 +37,6 @@ class HostPool:
         self.slow_claims = 0
         self._refill()
 
-    def _new_host(self) -> Any:
-        return (
-            ray.remote(EngineHost)
-            .options(
-                num_cpus=0,
-                max_restarts=0,
-                max_concurrency=1000,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(self._node_id, soft=False),
-                runtime_env={"env_vars": HOST_ENV},
-            )
-            .remote(self._app)
-        )
-
     def _refill(self, delay_s: float = 0.0) -> None:
         missing = self._size - len(self._ready) - len(self._preparing)
         for _ in range(max(missing, 0)):
@@ -60,7 +46,7 @@ class HostPool:
 
     async def _prepare(self, delay_s: float = 0.0) -> None:
         await asyncio.sleep(delay_s)
-        host = self._new_host()
+        host = start_host(self._app, self._node_id)
         try:
             await host.__ray_ready__.remote()
         except ray.exceptions.RayActorError:
@@ -85,7 +71,7 @@ class HostPool:
         logger.warning(
             "no prepared engine host on node %s: starting one now (slow cold start)", self._node_id
         )
-        host = self._new_host()
+        host = start_host(self._app, self._node_id)
         await host.claim.remote(claimer)
         self._refill()
         logger.info("engine host for %s ready after %.1f s", claimer, time.monotonic() - started)

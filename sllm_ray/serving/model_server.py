@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve import Application
 
 from sllm_ray.config import ModelConfig
-from sllm_ray.engine.host import HOST_ENV, EngineHost, EngineSpec
+from sllm_ray.engine.host import EngineSpec, start_host
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NAMESPACE, pool_name
 from sllm_ray.protocol import Accepted, Endpoint, ResponseHead
@@ -33,9 +33,7 @@ async def _claim_host(owner_app: str, node_id: str, replica: str) -> Any:
     except ValueError:
         # No pool on this node (yet): a host of our own, paying the vLLM import now.
         logger.warning("no engine host pool on node %s: starting a host for %s (slow)", node_id, replica)
-        host = (
-            ray.remote(EngineHost).options(num_cpus=0, runtime_env={"env_vars": HOST_ENV}).remote(owner_app)
-        )
+        host = start_host(owner_app, node_id)
         await host.claim.remote(replica)
         return host
     return await pool.claim.remote(replica)
@@ -56,7 +54,12 @@ class ModelServer:
         self._timeline["host_claimed_at"] = time.time()
         devices = tuple(str(i) for i in ray.get_gpu_ids())  # this replica's reservation
         spec = EngineSpec(model, model_source, engine_kwargs, devices)
-        self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
+        try:
+            self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
+        except Exception:
+            host, self._host = self._host, None
+            host.release.remote()  # Serve retries with a new replica, which claims a new host
+            raise
         self._timeline["engine_ready_at"] = time.time()
         logger.info("replica %s of %s ready: %s", self._replica, model, self.record())
 

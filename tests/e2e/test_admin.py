@@ -113,6 +113,9 @@ def test_invalid_registrations_store_nothing(
     source = str(tiny_model_dir)
     outside = tmp_path / "outside"
     outside.mkdir()
+    no_weights = tiny_model_dir.parent / "no-weights"  # inside the allowed roots
+    no_weights.mkdir(exist_ok=True)
+    (no_weights / "config.json").write_text((tiny_model_dir / "config.json").read_text())
     cases = [
         ({"model": "bad-1", "model_source": source, "colour": "red"}, "colour"),
         ({"model": "bad-2", "model_source": source, "autoscaling": {"min_replicas": 3}}, "must not exceed"),
@@ -122,6 +125,7 @@ def test_invalid_registrations_store_nothing(
         ({"model": "bad-6", "model_source": str(outside)}, "outside the allowed model roots"),
         ({"model": "bad-7", "model_source": f"{source}/../../{outside.parent.name}"}, "outside"),
         ({"model": "bad-8", "model_source": source, "engine_kwargs": {"no_such_arg": 1}}, "no_such_arg"),
+        ({"model": "bad-9", "model_source": str(no_weights)}, "no weights"),
         ({"model_source": source}, "model"),
     ]
     for body, fragment in cases:

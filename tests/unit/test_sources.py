@@ -9,10 +9,17 @@ import pytest
 from sllm_ray.control.sources import SourceError, resolve_source
 
 
+def model_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    (tmp_path / "models" / "a").mkdir(parents=True)
-    (tmp_path / "elsewhere" / "b").mkdir(parents=True)
+    model_folder(tmp_path / "models" / "a")
+    model_folder(tmp_path / "elsewhere" / "b")
     return tmp_path
 
 
@@ -53,3 +60,15 @@ def test_symlinks_cannot_escape_the_roots(base: Path) -> None:
     (base / "models" / "link").symlink_to(base / "elsewhere" / "b")
     with pytest.raises(SourceError, match="outside"):
         resolve_source("models/link", ["models"], base=base)
+
+
+def test_folders_without_a_model_are_rejected(base: Path) -> None:
+    (base / "models" / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"no config\.json"):
+        resolve_source("models/empty", ["models"], base=base)
+    (base / "models" / "empty" / "config.json").write_text("{}")
+    with pytest.raises(SourceError, match="no weights"):
+        resolve_source("models/empty", ["models"], base=base)
+    (base / "models" / "empty" / "rank_0").mkdir()
+    (base / "models" / "empty" / "rank_0" / "tensor_index.json").write_text("{}")
+    assert resolve_source("models/empty", ["models"], base=base).endswith("empty")  # sllm-store format
