@@ -238,15 +238,16 @@ class OpenAIIngress:
 
     # Admin HTTP API.
 
-    async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
-        record = await self._manager.register.remote(body)
+    def _routable(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Route to the model as just stored, at once (not at the next refresh)."""
         self._directory.put(ModelConfig.model_validate(record["config"]))
         return record
 
+    async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._routable(await self._manager.register.remote(body))
+
     async def _update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        record = await self._manager.update.remote(name, patch)
-        self._directory.put(ModelConfig.model_validate(record["config"]))
-        return record
+        return self._routable(await self._manager.update.remote(name, patch))
 
     async def _delete(self, name: str) -> dict[str, Any]:
         self._directory.remove(name)  # new requests get 404 from now on

@@ -132,10 +132,10 @@ class ModelManager:
             await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
         logger.info("deployed model %s (engine %s)", config.model, config.engine_fingerprint())
 
-    async def _undeploy(self, name: str) -> None:
+    async def _delete_app(self, app_name: str) -> None:
         async with self._serve_lock:
-            await asyncio.to_thread(serve.delete, self._app(name))
-        logger.info("removed model %s", name)
+            await asyncio.to_thread(serve.delete, app_name)
+        logger.info("removed model application %s", app_name)
 
     async def _reconcile(self) -> None:
         """Bring Serve in line with the registry after a (re)start."""
@@ -144,7 +144,7 @@ class ModelManager:
         for record in records:
             try:
                 if record.state == DELETING:
-                    await self._undeploy(record.name)
+                    await self._delete_app(self._app(record.name))
                     self._registry.remove(record.name)
                 else:
                     await self._deploy(record.config)
@@ -153,8 +153,7 @@ class ModelManager:
         prefix = model_app_prefix(self._owner)
         stray = [n for n in serve.status().applications if n.startswith(prefix) and n not in wanted]
         for app_name in stray:
-            async with self._serve_lock:
-                await asyncio.to_thread(serve.delete, app_name)
+            await self._delete_app(app_name)
         logger.info("reconciled %d models, removed %d stray model apps", len(records), len(stray))
 
     async def _watch_nodes(self) -> None:
@@ -207,11 +206,11 @@ class ModelManager:
         """Stop routing to the model at once; in-flight requests finish (bounded by the
         deployment's graceful shutdown timeout) before its application goes."""
         try:
-            self._registry.mark_deleting(name)
+            record = self._registry.mark_deleting(name)
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
-        await self._undeploy(name)
-        self._nodes.forget(self._registry.get(name).config)
+        await self._delete_app(self._app(name))
+        self._nodes.forget(record.config)
         self._registry.remove(name)
         self._last_used.pop(name, None)
         return {"model": name, "deleted": True}

@@ -40,7 +40,7 @@ class NodeServices:
         self._nodes: dict[str, _Node] = {}
         self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
 
-    def _start(self, node_id: str) -> _Node:
+    def _start(self, node_id: str, alive: set[str]) -> _Node:
         pinned = {
             "num_cpus": 0,
             "namespace": NAMESPACE,
@@ -53,7 +53,6 @@ class NodeServices:
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
             .remote(self._app, node_id, self._config.engine_hosts_per_node)
         )
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         store = (
             ray.remote(CheckpointStore)
             .options(name=store_name(self._app, node_id), **pinned)
@@ -73,7 +72,7 @@ class NodeServices:
         """One pool and one store on every live node."""
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         for node_id in alive - set(self._nodes):
-            self._nodes[node_id] = self._start(node_id)
+            self._nodes[node_id] = self._start(node_id, alive)
         for node_id in set(self._nodes) - alive:
             del self._nodes[node_id]
             self._reports.pop(node_id, None)

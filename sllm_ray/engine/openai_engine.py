@@ -65,7 +65,6 @@ class OpenAIEngine:
         self._chat: Any = None
         self._completion: Any = None
         self._models: Any = None
-        self.build_seconds: float | None = None
         self.phases: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -97,12 +96,8 @@ class OpenAIEngine:
         self._chat = state.openai_serving_chat
         self._completion = state.openai_serving_completion
         self._models = state.openai_serving_models
-        self.build_seconds = time.perf_counter() - started
-        logger.info("vLLM engine for %s ready in %.2f s %s", self.model, self.build_seconds, self.phases)
-
-    @property
-    def started(self) -> bool:
-        return self._llm is not None
+        seconds = time.perf_counter() - started
+        logger.info("vLLM engine for %s ready in %.2f s %s", self.model, seconds, self.phases)
 
     async def check_health(self) -> None:
         await self._llm.check_health()

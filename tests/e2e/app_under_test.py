@@ -15,6 +15,11 @@ BASE_URL = "http://127.0.0.1:8000"
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
 
 
+def model_body(name: str, model_dir: Path, **settings: object) -> dict:
+    """A model config for the tiny model: the suite's engine arguments plus ``settings``."""
+    return {"model": name, "model_source": str(model_dir), "engine_kwargs": ENGINE_KWARGS, **settings}
+
+
 def app_config(model_dir: Path, data_dir: Path) -> dict:
     return {
         "data_dir": str(data_dir),
@@ -24,25 +29,16 @@ def app_config(model_dir: Path, data_dir: Path) -> dict:
         "request_wait_timeout_s": 180,
         "retry_after_s": 7,
         "models": [
-            {
-                "model": "tiny",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "autoscaling": {"keep_alive_s": 600},
-            },
-            {
-                "model": "tiny-ephemeral",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "autoscaling": {"keep_alive_s": 2, "look_back_period_s": 11},
-            },
-            {
-                "model": "unplaceable",
-                "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
-                "resources": {"custom": {"node_that_does_not_exist": 1}},
-                "request_wait_timeout_s": 2,
-            },
+            model_body("tiny", model_dir, autoscaling={"keep_alive_s": 600}),
+            model_body(
+                "tiny-ephemeral", model_dir, autoscaling={"keep_alive_s": 2, "look_back_period_s": 11}
+            ),
+            model_body(
+                "unplaceable",
+                model_dir,
+                resources={"custom": {"node_that_does_not_exist": 1}},
+                request_wait_timeout_s=2,
+            ),
         ],
     }
 

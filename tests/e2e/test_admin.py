@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from app_under_test import APP_NAME, ENGINE_KWARGS
+from app_under_test import APP_NAME, ENGINE_KWARGS, model_body
 from openai.types.chat import ChatCompletion
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "extra_body": {"ignore_eos": True}}
@@ -34,12 +34,7 @@ def _is_error(resp: httpx.Response, status: int, fragment: str = "") -> bool:
 def test_register_serve_update_and_delete(
     admin: httpx.Client, client: openai.OpenAI, tiny_model_dir: Path, replicas: Callable
 ) -> None:
-    body = {
-        "model": "reg-a",
-        "model_source": str(tiny_model_dir),
-        "engine_kwargs": ENGINE_KWARGS,
-        "autoscaling": {"keep_alive_s": 600},
-    }
+    body = model_body("reg-a", tiny_model_dir, autoscaling={"keep_alive_s": 600})
     created = admin.post("/v1/admin/models", json=body)
     assert created.status_code == 201, created.text
     assert created.json()["config"]["autoscaling"]["min_replicas"] == 0

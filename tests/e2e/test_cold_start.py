@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from app_under_test import APP_NAME, ENGINE_KWARGS
+from app_under_test import APP_NAME, model_body
 
 from sllm_ray.names import model_app_name
 
@@ -49,12 +49,7 @@ def _ask(client: openai.OpenAI) -> None:
 
 @pytest.fixture(scope="module")
 def cold_model(admin: httpx.Client, tiny_model_dir: Path) -> str:
-    body = {
-        "model": MODEL,
-        "model_source": str(tiny_model_dir),
-        "engine_kwargs": ENGINE_KWARGS,
-        "autoscaling": {"keep_alive_s": 1, "look_back_period_s": 2},
-    }
+    body = model_body(MODEL, tiny_model_dir, autoscaling={"keep_alive_s": 1, "look_back_period_s": 2})
     assert admin.post("/v1/admin/models", json=body).status_code == 201
     # Registration converts the model and prefetches it into DRAM on every node.
     _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 120, "the model in the DRAM tier")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import openai
-from app_under_test import APP_NAME, ENGINE_KWARGS, deploy
+from app_under_test import APP_NAME, deploy, model_body
 
 from sllm_ray.names import model_app_name
 
@@ -16,12 +16,7 @@ def test_models_come_back_after_a_restart(
 ) -> None:
     from ray import serve
 
-    body = {
-        "model": "survivor",
-        "model_source": str(tiny_model_dir),
-        "engine_kwargs": ENGINE_KWARGS,
-        "autoscaling": {"keep_alive_s": 77},
-    }
+    body = model_body("survivor", tiny_model_dir, autoscaling={"keep_alive_s": 77})
     assert admin.post("/v1/admin/models", json=body).status_code == 201
     before = admin.get("/v1/admin/models/survivor").json()["config"]
 
