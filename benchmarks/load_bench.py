@@ -5,13 +5,16 @@ For a random-weight Llama of about 1 GB made locally (``models/bench-1g``), in o
 - the machine's copy bandwidth, measured here: into freshly allocated memory (what a
   loader filling new parameters pays: first-touch page faults) and between warm buffers;
 - vLLM's default loader reading the safetensors files from a warm page cache;
-- the ``sllm_store`` load format reading the store's DRAM tier (shared memory);
+- the ``sllm_store`` load format from the store's DRAM tier (shared memory), first by
+  Hugging Face name (what an engine's first start on a node does; it also writes the
+  engine layout), then from the engine layout cached in DRAM (every later start);
 
 each engine built in a fresh process, in-process engine core, as engine hosts do. It
 reports the weight-loading time (vLLM's own "Loading weights took" for the default
 loader, the store loader's own timing for ours), the checkpoint size over that time in
-GB/s, that as a fraction of each copy bandwidth, and the whole engine build. Prints one
-JSON line and a table. ``python benchmarks/load_bench.py``.
+GB/s, that as a fraction of each copy bandwidth, and the whole engine build (which also
+holds what vLLM does after loading: on a CPU, repacking the linear weights for oneDNN).
+Prints one JSON line and a table. ``python benchmarks/load_bench.py``.
 """
 
 from __future__ import annotations
@@ -110,15 +113,37 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     nbytes = data_bytes(rank_dir(checkpoint))
     tier = DramTier(Path(args.shm_dir) / f"load-bench-{os.getpid()}", budget_bytes=2 * nbytes)
     started = time.perf_counter()
-    (rank,) = tier.put("bench", checkpoint)
+    tier.put("bench", checkpoint)
     dram_put_s = time.perf_counter() - started
 
     bandwidth = copy_bandwidth(nbytes)
     for path in model.glob("*.safetensors"):  # warm page cache for the default loader
         path.read_bytes()
     default = build_engine(model, None)
-    store = build_engine(checkpoint, {"checkpoint": str(checkpoint), "dram_file": rank.path})
+    layout_dir = work / "disk" / "layout"
+    by_name = build_engine(
+        checkpoint,
+        {
+            "checkpoint": str(checkpoint),
+            "dram_dir": str(tier.folder("bench")),
+            "layout_dir": str(layout_dir),
+            "layout_staging": f"{layout_dir}.partial",
+        },
+    )
+    tier.put("layout", layout_dir)
+    in_place = build_engine(
+        checkpoint,
+        {
+            "checkpoint": str(checkpoint),
+            "layout_dir": str(layout_dir),
+            "layout_dram_dir": str(tier.folder("layout")),
+        },
+    )
     shutil.rmtree(tier.root, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    for run, layout in ((by_name, "hf_names"), (in_place, "engine_layout")):
+        if run["store_load"]["layout"] != layout or run["store_load"]["tier"] != "dram":
+            raise RuntimeError(f"expected a {layout} load from DRAM, got {run['store_load']}")
 
     def rates(run: dict[str, Any]) -> dict[str, float]:
         gbps = nbytes / run["weights_s"] / 1e9
@@ -134,15 +159,27 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count()},
         "checkpoint_bytes": nbytes,
         "copy_bandwidth_gbps": {k: round(v, 2) for k, v in bandwidth.items()},
-        "store": {"convert_s": round(convert_s, 2), "dram_put_s": round(dram_put_s, 2)},
+        "store": {
+            "convert_s": round(convert_s, 2),
+            "dram_put_s": round(dram_put_s, 2),
+            "layout_write_s": round(by_name["store_load"]["layout_write_s"], 2),
+        },
         "default_safetensors_warm_cache": rates(default),
-        "sllm_store_dram": rates(store),
+        "sllm_store_dram_by_name": rates(by_name),
+        "sllm_store_dram_engine_layout": rates(in_place),
     }
+
+
+RUNS = ("default_safetensors_warm_cache", "sllm_store_dram_by_name", "sllm_store_dram_engine_layout")
 
 
 def table(result: dict[str, Any]) -> str:
     rows = [("", "weights s", "GB/s", "of fresh copy", "of warm copy", "engine build s")]
-    for name in ("default_safetensors_warm_cache", "sllm_store_dram"):
+    for name in (
+        "default_safetensors_warm_cache",
+        "sllm_store_dram_by_name",
+        "sllm_store_dram_engine_layout",
+    ):
         r = result[name]
         rows.append(
             (

@@ -17,7 +17,7 @@ def _readable(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
-def _digest(text: str, length: int) -> str:
+def digest(text: str, length: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:length]
 
 
@@ -30,7 +30,7 @@ def model_app_prefix(owner: str) -> str:
 def model_app_name(owner: str, model: str) -> str:
     """A Serve application name for the model: readable, and unique even when two model
     names differ only in characters that are replaced."""
-    return f"{model_app_prefix(owner)}{_readable(model)}-{_digest(model, 8)}"
+    return f"{model_app_prefix(owner)}{_readable(model)}-{digest(model, 8)}"
 
 
 def pool_name(app: str, node_id: str) -> str:
@@ -57,4 +57,9 @@ def dram_folder_node(app: str, folder: str) -> str | None:
 
 def checkpoint_key(model: str, source: str) -> str:
     """A folder name for the model's converted checkpoint; a new source is a new key."""
-    return f"{_readable(model)}-{_digest(source, 10)}"
+    return f"{_readable(model)}-{digest(source, 10)}"
+
+
+def layout_key(model: str, source: str, layout: str) -> str:
+    """A folder name for the model's engine-layout checkpoint (``store.locate.engine_layout``)."""
+    return f"{checkpoint_key(model, source)}.{layout}"

@@ -19,8 +19,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.engine.host_pool import HostPool
-from sllm_ray.names import NAMESPACE, checkpoint_key, pool_name, store_name
-from sllm_ray.store.locate import DISK, DRAM
+from sllm_ray.names import NAMESPACE, checkpoint_key, layout_key, pool_name, store_name
+from sllm_ray.store.locate import DISK, DRAM, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class NodeServices:
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model on every node, in the background."""
         for node in self._nodes.values():
-            node.store.prepare.remote(config.model, config.model_source)
+            node.store.prepare.remote(config.model, config.model_source, engine_layout(config.engine_kwargs))
 
     def forget(self, config: ModelConfig) -> None:
         for node in self._nodes.values():
@@ -96,12 +96,15 @@ class NodeServices:
 
     def tiers(self, config: ModelConfig) -> dict[str, str]:
         """Per node, the fastest tier that held the model at the last refresh."""
-        key = checkpoint_key(config.model, config.model_source)
+        keys = {
+            checkpoint_key(config.model, config.model_source),
+            layout_key(config.model, config.model_source, engine_layout(config.engine_kwargs)),
+        }
         out = {}
         for node_id, report in self._reports.items():
-            if key in report["dram"]["checkpoints"]:
+            if keys & set(report["dram"]["checkpoints"]):
                 out[node_id] = DRAM
-            elif key in report["disk"]:
+            elif keys & set(report["disk"]):
                 out[node_id] = DISK
         return out
 

@@ -24,7 +24,7 @@ import ray
 
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.protocol import Endpoint, ResponseHead
-from sllm_ray.store.locate import locate_checkpoint
+from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,24 @@ class EngineSpec:
     # The accelerators Ray reserved for the replica (``ray.get_gpu_ids()`` there): the
     # host, started without any, builds the engine on these. Untested on GPUs.
     device_ids: tuple[str, ...] = ()
-    # Filled in by the host from its node's checkpoint store: where the weights are.
-    checkpoint: str | None = None
-    dram_file: str | None = None
+    # Filled in by the host from its node's checkpoint store (``CheckpointStore.locate``):
+    # the fastest tier and the load format's config naming the copies; none: the source.
     tier: str = "source"
+    weights: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> str:
+        return engine_layout(self.engine_kwargs)
+
+    def engine_source(self) -> str:
+        """What vLLM's ``model`` argument names: a converted checkpoint carries the config
+        and tokenizer files beside the weights."""
+        return self.weights.get("checkpoint", self.model_source)
 
     def vllm_kwargs(self) -> dict[str, Any]:
-        if self.checkpoint is None:
+        if not self.weights:
             return dict(self.engine_kwargs)
-        extra = {"checkpoint": self.checkpoint}
-        if self.dram_file:
-            extra["dram_file"] = self.dram_file
+        extra = dict(self.weights)
         return {**self.engine_kwargs, "load_format": "sllm_store", "model_loader_extra_config": extra}
 
 
@@ -80,6 +87,8 @@ class HostRecord:
     claimed_by: str | None = None
     model: str | None = None
     tier: str | None = None
+    # How the weights were stored: by Hugging Face name, or in this engine's own layout.
+    layout: str | None = None
     engine_started_at: float | None = None
     weights_loaded_at: float | None = None
     engine_ready_at: float | None = None
@@ -133,25 +142,27 @@ class EngineHost:
         if self._engine is not None:
             raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
         use_devices(spec.device_ids)
-        located = await locate_checkpoint(self._app, self._record.node_id, spec.model, spec.model_source)
+        node = self._record.node_id
+        located = await locate_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
         spec = dataclasses.replace(spec, **located)
         self._record.model = spec.model
         self._record.tier = spec.tier
         self._record.engine_started_at = time.time()
-        # A converted checkpoint carries the config and tokenizer files beside the weights.
-        source = spec.checkpoint or spec.model_source
-        engine = self._engine_cls(spec.model, source, spec.vllm_kwargs(), in_process=True)
+        engine = self._engine_cls(spec.model, spec.engine_source(), spec.vllm_kwargs(), in_process=True)
         await engine.start()
         self._engine = engine
         self._record.engine_ready_at = time.time()
         self._record.phases = dict(engine.phases)
         from sllm_ray.engine.store_loader import LAST_LOAD  # this process has torch by now
 
-        if spec.checkpoint is not None and LAST_LOAD:
-            # The tier the weights really came from (a DRAM copy evicted meanwhile: disk).
+        if spec.weights and LAST_LOAD:
+            # Where the weights really came from (a DRAM copy evicted meanwhile: disk).
             self._record.tier = str(LAST_LOAD["tier"])
+            self._record.layout = str(LAST_LOAD["layout"])
             self._record.weights_loaded_at = float(LAST_LOAD["finished_at"])
             self._record.phases["weights_s"] = float(LAST_LOAD["seconds"])
+            if LAST_LOAD["layout_written"]:  # into DRAM for the next engine of this layout
+                prepare_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
         if owner is not None:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch(owner))
         return self.record()

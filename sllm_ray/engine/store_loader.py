@@ -3,37 +3,54 @@
 Registered in every vLLM process through the ``vllm.general_plugins`` entry point (vLLM
 runs plugins in each worker it starts). ``register`` imports vLLM's loader API itself
 rather than through ``vllm_compat``: plugins load early in every vLLM process, where the
-serving layer ``vllm_compat`` brings in is not wanted. The engine names the checkpoint in
-``model_loader_extra_config``:
+serving layer ``vllm_compat`` brings in is not wanted. The store names the checkpoint in
+``model_loader_extra_config`` (``CheckpointStore.locate`` builds it):
 
-- ``checkpoint``: the store's local-disk copy (sllm-store format, Hugging Face names);
-- ``dram_file``: optional, that checkpoint's rank file in the store's DRAM tier. When it
-  exists the weights are views of shared memory: nothing is read from disk and the only
-  copy is the one into the model's own parameters (on a GPU, the host-to-device copy).
+- ``checkpoint``: the disk copy with Hugging Face names (and the config files);
+- ``dram_dir``: optional, that checkpoint's folder in the DRAM tier (``rank_0.bin``);
+- ``layout_dir`` / ``layout_dram_dir``: the engine layout, on disk and in DRAM: one rank
+  per model worker, tensors named and shaped as this vLLM's model holds them, after
+  fusing and sharding (ServerlessLLM's vLLM format is the same idea). When it exists the
+  weights are used where they lie: a CPU model's parameters become copy-on-write views of
+  the DRAM tier (nothing read, nothing copied); a GPU model copies them from pinned memory.
+- ``layout_staging``: when the engine layout does not exist yet, the weights loaded by
+  name are written there, and the folder becomes ``layout_dir`` once every rank has been
+  written. The next engine of this layout loads in place.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from sllm_ray.store.checkpoint_format import load_rank, rank_dir, read_index
-from sllm_ray.store.dram_tier import CachedRank
+from sllm_ray.store.checkpoint_format import (
+    INDEX_FILE,
+    CheckpointError,
+    load_rank,
+    rank_dir,
+    read_index,
+    save_rank,
+)
+from sllm_ray.store.dram_tier import CachedRank, prefault, rank_file
 
 logger = logging.getLogger(__name__)
 
 LOAD_FORMAT = "sllm_store"
+HF_NAMES, ENGINE_LAYOUT = "hf_names", "engine_layout"
 
-# The last load in this process: an engine host reports it as the "weights loaded" phase.
-LAST_LOAD: dict[str, object] = {}
+# The last load in this process: an engine host reports it as the "weights loaded" phase,
+# and asks the store to cache a layout it wrote (``layout_written``).
+LAST_LOAD: dict[str, Any] = {}
 
 
 def pin_for_gpu(buffer: Any) -> bool:
     """GPU path, untested on GPUs: register the mapped DRAM tier as page-locked memory
-    (CUDA's ``cudaHostRegister``, through torch), so the weight loaders' copies to the
-    GPU run as DMA from it without a pageable bounce. Returns whether it was pinned."""
+    (CUDA's ``cudaHostRegister``, through torch), so copies to the GPU run as DMA from it
+    without a pageable bounce. Returns whether it was pinned."""
     import torch
 
     if not torch.cuda.is_available() or buffer.numel() == 0:
@@ -45,24 +62,101 @@ def pin_for_gpu(buffer: Any) -> bool:
     return True
 
 
-def store_tensors(extra: dict[str, object], device_type: str = "cpu") -> tuple[dict[str, object], str]:
-    """The checkpoint's tensors and the tier they came from."""
+def _rank_tensors(
+    checkpoint: str, dram_dir: object, rank: int, device_type: str
+) -> tuple[dict[str, Any], str]:
+    """One rank's tensors: views of its DRAM-tier file when there is one, else read from disk."""
+    dram_file = rank_file(dram_dir, rank) if isinstance(dram_dir, str) else None
+    if dram_file is not None and dram_file.exists():
+        cached = CachedRank(str(dram_file), read_index(rank_dir(checkpoint, rank)))
+        buffer = cached.buffer()
+        if device_type == "cuda":
+            pin_for_gpu(buffer)
+        else:  # map the pages now, in parallel, rather than fault them in one by one later
+            prefault(buffer)
+        return cached.tensors(buffer), "dram"
+    return load_rank(rank_dir(checkpoint, rank)), "disk"
+
+
+def store_tensors(extra: Mapping[str, object], device_type: str = "cpu") -> tuple[dict[str, Any], str]:
+    """The checkpoint's tensors by Hugging Face name, and the tier they came from."""
     checkpoint = extra.get("checkpoint")
     if not isinstance(checkpoint, str):
         raise ValueError(f"load_format={LOAD_FORMAT} needs model_loader_extra_config.checkpoint")
-    dram_file = extra.get("dram_file")
-    if isinstance(dram_file, str) and os.path.exists(dram_file):
-        rank = CachedRank(dram_file, read_index(rank_dir(checkpoint)))
-        buffer = rank.buffer()
-        if device_type == "cuda":
-            pin_for_gpu(buffer)
-        return rank.tensors(buffer), "dram"
-    return load_rank(rank_dir(checkpoint)), "disk"
+    return _rank_tensors(checkpoint, extra.get("dram_dir"), 0, device_type)
+
+
+def layout_tensors(
+    extra: Mapping[str, object], rank: int, device_type: str = "cpu"
+) -> tuple[dict[str, Any], str] | None:
+    """This worker's rank of the engine layout, or None when the store has none."""
+    layout_dir = extra.get("layout_dir")
+    if not isinstance(layout_dir, str) or not (rank_dir(layout_dir, rank) / INDEX_FILE).exists():
+        return None
+    return _rank_tensors(layout_dir, extra.get("layout_dram_dir"), rank, device_type)
+
+
+def layout_mismatch(tensors: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """Why a stored engine layout cannot stand in for these parameters, or None."""
+    if set(tensors) != set(params):
+        return f"names differ: {sorted(set(tensors) ^ set(params))[:5]}"
+    for name, param in params.items():
+        stored = tensors[name]
+        if stored.shape != param.shape or stored.dtype != param.dtype:
+            return (
+                f"{name}: stored {stored.dtype}{list(stored.shape)}, model {param.dtype}{list(param.shape)}"
+            )
+    return None
+
+
+def assign_in_place(tensors: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Give each parameter its stored tensor: on a CPU the stored memory itself (a
+    copy-on-write view), on a GPU an asynchronous copy from pinned memory (untested on GPUs)."""
+    import torch
+
+    on_gpu = False
+    for name, param in params.items():
+        if param.device.type == "cpu":
+            param.data = tensors[name]
+        else:
+            param.data.copy_(tensors[name], non_blocking=True)
+            on_gpu = True
+    if on_gpu:
+        torch.cuda.synchronize()
+
+
+def save_layout(
+    tensors: Mapping[str, Any], staging: str, layout_dir: str, rank: int, world_size: int
+) -> bool:
+    """Write this rank of the engine layout; the rank that completes the set publishes it
+    as ``layout_dir`` (a rename, so readers never see a partial layout) and returns True.
+    A failed write only costs the next engine its in-place load: it is logged, not raised."""
+    started = time.perf_counter()
+    try:
+        save_rank(tensors, rank_dir(staging, rank))
+    except (OSError, CheckpointError) as exc:
+        logger.warning("could not write the engine layout to %s: %s", staging, exc)
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    if not all((rank_dir(staging, r) / INDEX_FILE).exists() for r in range(world_size)):
+        return False
+    try:
+        os.rename(staging, layout_dir)
+    except OSError:  # another engine published this layout first
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    logger.info("wrote the engine layout %s in %.2f s", layout_dir, time.perf_counter() - started)
+    return True
 
 
 def register() -> None:
     """The ``vllm.general_plugins`` entry point."""
     import torch
+    from vllm.distributed import (
+        get_pp_group,
+        get_tensor_model_parallel_rank,
+        get_tensor_model_parallel_world_size,
+    )
     from vllm.model_executor.model_loader import register_model_loader
     from vllm.model_executor.model_loader.base_loader import BaseModelLoader
 
@@ -73,16 +167,44 @@ def register() -> None:
 
         def load_weights(self, model: torch.nn.Module, model_config: object) -> None:
             started = time.perf_counter()
-            device_type = next(model.parameters()).device.type
-            tensors, tier = store_tensors(dict(self.load_config.model_loader_extra_config), device_type)
-            loaded = model.load_weights(iter(tensors.items()))
-            missing = {n for n, _ in model.named_parameters()} - set(loaded or ())
-            if loaded is not None and missing:
-                raise ValueError(f"checkpoint lacks weights for {sorted(missing)[:5]}")
-            LAST_LOAD.update(tier=tier, seconds=time.perf_counter() - started, finished_at=time.time())
+            extra = dict(self.load_config.model_loader_extra_config)
+            params = dict(model.named_parameters())
+            device_type = next(iter(params.values())).device.type
+            tp = get_tensor_model_parallel_world_size()
+            rank = get_pp_group().rank_in_group * tp + get_tensor_model_parallel_rank()
+            found = layout_tensors(extra, rank, device_type)
+            if found is not None and (why_not := layout_mismatch(found[0], params)) is not None:
+                logger.warning("stored engine layout does not fit this model (%s): loading by name", why_not)
+                found = None
+            if found is not None:
+                tensors, tier = found
+                assign_in_place(tensors, params)
+                layout = ENGINE_LAYOUT
+            else:
+                tensors, tier = store_tensors(extra, device_type)
+                loaded = model.load_weights(iter(tensors.items()))
+                missing = set(params) - set(loaded or ())
+                if loaded is not None and missing:
+                    raise ValueError(f"checkpoint lacks weights for {sorted(missing)[:5]}")
+                layout = HF_NAMES
+            seconds = time.perf_counter() - started
+            LAST_LOAD.clear()
+            LAST_LOAD.update(tier=tier, layout=layout, seconds=seconds, finished_at=time.time())
             logger.info(
-                "loaded %d tensors from the store's %s tier in %.3f s",
+                "loaded %d tensors (%s) from the store's %s tier in %.3f s",
                 len(tensors),
+                layout,
                 tier,
-                time.perf_counter() - started,
+                seconds,
             )
+            written = False
+            if layout == HF_NAMES and "layout_staging" in extra and "layout_dir" in extra:
+                # Now, before process_weights_after_loading repacks or rewrites them in
+                # place: the layout is what an engine holds between the two, where the
+                # next one puts it back. Once per model, layout and node.
+                started = time.perf_counter()
+                owned = {name: p.data for name, p in params.items()}
+                staging, layout_dir = str(extra["layout_staging"]), str(extra["layout_dir"])
+                written = save_layout(owned, staging, layout_dir, rank, tp * get_pp_group().world_size)
+                LAST_LOAD["layout_write_s"] = time.perf_counter() - started
+            LAST_LOAD["layout_written"] = written

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Files a vLLM engine reads beside the weights (config, tokenizer, chat template).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Suffix of a checkpoint folder still being written: renamed into place when whole.
+PARTIAL = ".partial"
 
 
 def _safetensors_files(source: Path) -> list[Path]:
@@ -44,7 +46,7 @@ def convert(source: str | Path, target: str | Path) -> Path:
     source, target = Path(source), Path(target)
     files = _safetensors_files(source)
     started = time.monotonic()
-    staging = target.with_name(target.name + ".partial")
+    staging = target.with_name(target.name + PARTIAL)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

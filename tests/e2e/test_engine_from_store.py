@@ -15,21 +15,36 @@ import pytest
 SCRIPT = r"""
 import json, pathlib, sys
 from vllm import LLM, SamplingParams
+from sllm_ray.engine import store_loader
+from sllm_ray.store.dram_tier import DramTier
 
-model, checkpoint, dram_file = sys.argv[1:4]
+model, checkpoint, dram_dir, shm = sys.argv[1:5]
+layout_dir = checkpoint + ".layout"
 params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 common = dict(model=model, max_model_len=256, enforce_eager=True, seed=0, kv_cache_memory_bytes=1 << 26)
-out = {}
-for name, extra in (("default", None), ("store_disk", {"checkpoint": checkpoint}),
-                    ("store_dram", {"checkpoint": checkpoint, "dram_file": dram_file})):
+out, loads = {}, {}
+
+def generate(name, extra):
     kwargs = dict(load_format="sllm_store", model_loader_extra_config=extra) if extra else {}
-    if name == "store_dram":  # from shared memory alone: the disk tier's data is gone
-        for data in pathlib.Path(checkpoint, "rank_0").glob("tensor.data_*"):
-            data.unlink()
     llm = LLM(**common, **kwargs)
     out[name] = llm.generate(["Once upon a time"], params)[0].outputs[0].token_ids
+    loads[name] = {k: store_loader.LAST_LOAD.get(k) for k in ("tier", "layout", "layout_written")}
     del llm
-print("RESULT " + json.dumps({k: list(v) for k, v in out.items()}))
+
+generate("default", None)
+generate("store_disk", {"checkpoint": checkpoint})
+# By name from DRAM, writing the engine layout on the way.
+generate("store_dram", {"checkpoint": checkpoint, "dram_dir": dram_dir, "layout_dir": layout_dir,
+                        "layout_staging": layout_dir + ".partial-1"})
+tier = DramTier(shm, budget_bytes=1 << 30)
+tier.put("layout", layout_dir)
+# From shared memory alone: the disk tiers' data is gone.
+for folder in (checkpoint, layout_dir):
+    for data in pathlib.Path(folder, "rank_0").glob("tensor.data_*"):
+        data.unlink()
+generate("layout_dram", {"checkpoint": checkpoint, "layout_dir": layout_dir,
+                         "layout_dram_dir": str(tier.folder("layout"))})
+print("RESULT " + json.dumps({"tokens": {k: list(v) for k, v in out.items()}, "loads": loads}))
 """
 
 
@@ -41,17 +56,18 @@ def stored(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     root = tmp_path_factory.mktemp("store")
     checkpoint = convert(tiny_model_dir, root / "disk" / "tiny")
     tier = DramTier(root / "shm", budget_bytes=1 << 30)
-    (rank,) = tier.put("tiny", checkpoint)
-    return checkpoint, rank.path
+    tier.put("tiny", checkpoint)
+    return checkpoint, str(tier.folder("tiny"))
 
 
 def test_store_format_engine_matches_the_safetensors_engine(
     tiny_model_dir: Path, stored: tuple[Path, str]
 ) -> None:
-    checkpoint, dram_file = stored
+    checkpoint, dram_dir = stored
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    shm = checkpoint.parent.parent / "shm-layout"
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(checkpoint), dram_file],
+        [sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(checkpoint), dram_dir, str(shm)],
         env=env,
         capture_output=True,
         text=True,
@@ -59,7 +75,10 @@ def test_store_format_engine_matches_the_safetensors_engine(
     )
     result_lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and result_lines, proc.stderr[-4000:]
-    tokens = json.loads(result_lines[-1].removeprefix("RESULT "))
+    result = json.loads(result_lines[-1].removeprefix("RESULT "))
+    tokens, loads = result["tokens"], result["loads"]
     assert len(tokens["default"]) == 12
-    assert tokens["store_disk"] == tokens["default"]
-    assert tokens["store_dram"] == tokens["default"]
+    assert tokens["store_disk"] == tokens["store_dram"] == tokens["layout_dram"] == tokens["default"]
+    assert loads["store_disk"] == {"tier": "disk", "layout": "hf_names", "layout_written": False}
+    assert loads["store_dram"] == {"tier": "dram", "layout": "hf_names", "layout_written": True}
+    assert loads["layout_dram"] == {"tier": "dram", "layout": "engine_layout", "layout_written": False}

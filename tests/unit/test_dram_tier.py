@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
 import torch
 
 from sllm_ray.store.checkpoint_format import CheckpointError, save_rank
-from sllm_ray.store.dram_tier import BudgetError, DramTier, LruBudget
+from sllm_ray.store.dram_tier import BudgetError, DramTier, LruBudget, prefault
 
 
 def test_lru_budget_evicts_oldest_unpinned_first() -> None:
@@ -70,3 +71,25 @@ def test_bad_or_oversized_checkpoints_leave_nothing_behind(tmp_path: Path) -> No
     with pytest.raises(CheckpointError, match="rank_"):
         tier.put("empty", tmp_path / "nothing-here")
     assert tier.holds() == [] and list((tmp_path / "shm").iterdir()) == []
+
+
+def test_prefaulting_maps_every_page_and_keeps_copy_on_write(tmp_path: Path) -> None:
+    weights = torch.arange(3 * 1024 * 1024, dtype=torch.float32)  # 12 MiB: several chunks
+    save_rank({"w": weights}, tmp_path / "ckpt" / "rank_0")
+    tier = DramTier(tmp_path / "shm", budget_bytes=1 << 30)
+    (rank,) = tier.put("m", tmp_path / "ckpt")
+
+    def faults_to_touch(buffer: torch.Tensor) -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        int(buffer[::4096].sum())  # one byte per page
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    lazy = faults_to_touch(rank.buffer())
+    buffer = rank.buffer()
+    assert prefault(buffer)
+    assert faults_to_touch(buffer) < lazy / 4  # the pages were mapped already
+    view = rank.tensors(buffer)["w"]
+    assert torch.equal(view, weights)
+    view.mul_(2)
+    assert torch.equal(rank.tensors()["w"], weights)  # the cached bytes are untouched
+    assert prefault(torch.empty(0, dtype=torch.uint8))

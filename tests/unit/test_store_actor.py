@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from sllm_ray.engine.host import EngineSpec
+from sllm_ray.engine.store_loader import save_layout
 from sllm_ray.names import checkpoint_key
 from sllm_ray.store.checkpoint_format import load_rank, rank_dir
-from sllm_ray.store.locate import DISK, DRAM, SOURCE
+from sllm_ray.store.locate import DISK, DRAM, SOURCE, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
 
 APP = "app"
@@ -37,8 +38,9 @@ def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
         prepared = await store.prepare("m", source)
         assert prepared["tier"] == DRAM and prepared["bytes"] == 24 + 16  # 12 bytes padded to 8
         located = store.locate("m", source)
-        assert located["tier"] == DRAM and Path(located["dram_file"]).exists()
-        checkpoint = Path(located["checkpoint"])
+        weights = located["weights"]
+        assert located["tier"] == DRAM and (Path(weights["dram_dir"]) / "rank_0.bin").exists()
+        checkpoint = Path(weights["checkpoint"])
         assert {p.name for p in checkpoint.iterdir()} == {"config.json", "tokenizer.json", "rank_0"}
         assert torch.equal(load_rank(rank_dir(checkpoint))["w"], torch.arange(6.0).reshape(2, 3))
 
@@ -71,15 +73,48 @@ def test_checkpoint_keys_follow_the_source() -> None:
 
 def test_engine_spec_points_vllm_at_the_store() -> None:
     plain = EngineSpec("m", "/src", {"max_model_len": 64})
-    assert plain.vllm_kwargs() == {"max_model_len": 64}
-    stored = EngineSpec(
-        "m", "/src", {"max_model_len": 64}, checkpoint="/disk/m", dram_file="/shm/m", tier=DRAM
-    )
+    assert plain.vllm_kwargs() == {"max_model_len": 64} and plain.engine_source() == "/src"
+    weights = {"checkpoint": "/disk/m", "dram_dir": "/shm/m"}
+    stored = EngineSpec("m", "/src", {"max_model_len": 64}, tier=DRAM, weights=weights)
+    assert stored.engine_source() == "/disk/m"
     assert stored.vllm_kwargs() == {
         "max_model_len": 64,
         "load_format": "sllm_store",
-        "model_loader_extra_config": {"checkpoint": "/disk/m", "dram_file": "/shm/m"},
+        "model_loader_extra_config": weights,
     }
+
+
+def test_engine_layouts_follow_the_arguments_that_shape_weights() -> None:
+    base = engine_layout({"max_model_len": 64})
+    assert engine_layout({"max_model_len": 4096, "enforce_eager": True}) == base
+    assert engine_layout({"dtype": "float32"}) != base
+    assert engine_layout({"tensor_parallel_size": 2}) != base
+
+
+def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_path: Path) -> None:
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> None:
+        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        await store.prepare("m", source, "vllm-x")
+        weights = store.locate("m", source, "vllm-x")["weights"]
+        # No layout yet: the engine loads by name and is told where to write its layout.
+        assert set(weights) == {"checkpoint", "dram_dir", "layout_dir", "layout_staging"}
+        assert not Path(weights["layout_dir"]).exists()
+        # What the load format does once an engine loaded (names as the engine holds them).
+        staging, layout_dir = weights["layout_staging"], weights["layout_dir"]
+        assert save_layout({"fused": torch.arange(6.0)}, staging, layout_dir, rank=0, world_size=1)
+        assert (await store.prepare("m", source, "vllm-x"))["key"].endswith(".vllm-x")
+        located = store.locate("m", source, "vllm-x")
+        assert located["tier"] == DRAM
+        assert set(located["weights"]) == {"checkpoint", "layout_dir", "layout_dram_dir"}
+        key = checkpoint_key("m", source)
+        assert set(store.status()["disk"]) == {key, f"{key}.vllm-x"}  # and no partial copies
+        store.forget("m", source)  # the model's layouts leave DRAM with it
+        assert store.status()["dram"]["checkpoints"] == []
+        assert store.locate("m", source, "vllm-x")["tier"] == DISK
+
+    asyncio.run(scenario())
 
 
 def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
@@ -91,7 +126,7 @@ def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
         await store.prepare("m", source)
         located = store.locate("m", source)
         store.forget("m", source)
-        data = Path(located["checkpoint"]) / "rank_0" / "tensor.data_0"
+        data = Path(located["weights"]["checkpoint"]) / "rank_0" / "tensor.data_0"
         data.write_bytes(data.read_bytes()[:10])  # cut short on disk
         assert store.locate("m", source) == {"tier": SOURCE}  # not the damaged copy
         assert (await store.prepare("m", source))["tier"] == DRAM  # made again from the source
