@@ -15,8 +15,8 @@ own records and Serve's controller log (wall-clock times relative to sending the
 request): demand seen (Serve's autoscaler decides to scale up from zero), replica
 scheduled (its constructor runs), engine host claimed, engine build started, weights
 loaded, engine ready; and first token. Then warm time to first token for both, each at
-its model deployment, and sllm_ray's also through its ingress. Prints one JSON line and
-a table. ``python benchmarks/cold_start.py --runs 5``.
+its model deployment, and sllm_ray's also through its ingress, the requests to the three
+interleaved. Prints one JSON line and a table. ``python benchmarks/cold_start.py --runs 5``.
 """
 
 from __future__ import annotations
@@ -153,10 +153,17 @@ def cold_run_baseline(handle: Any) -> dict[str, Any]:
     return {"ttft_s": round(ttft, 3), "tier": "source", "phases": _phases(t0, marks)}
 
 
-def warm(make_stream: Any, n: int) -> list[float]:
-    """Warm time to first token: the first request (which may find no replica) is not counted."""
-    first_token(make_stream())
-    return [round(first_token(make_stream()), 4) for _ in range(n)]
+def warm(streams: dict[str, Any], n: int) -> dict[str, list[float]]:
+    """Warm time to first token of each stream maker, their requests interleaved so that
+    the machine's noise falls on all alike. The first request of each (which may find no
+    replica) is not counted; interleaving keeps every model up."""
+    for make_stream in streams.values():
+        first_token(make_stream())
+    out: dict[str, list[float]] = {name: [] for name in streams}
+    for _ in range(n):
+        for name, make_stream in streams.items():
+            out[name].append(round(first_token(make_stream()), 4))
+    return out
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -247,15 +254,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from sllm_ray.protocol import Endpoint
 
     model_handle = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app)
-    result["sllm_ray"]["warm_ttft_s"] = warm(
-        lambda: model_handle.options(stream=True).generate.remote(Endpoint.COMPLETIONS, BODY), args.warm
+    warm_ttfts = warm(
+        {
+            "sllm_ray": lambda: model_handle.options(stream=True).generate.remote(Endpoint.COMPLETIONS, BODY),
+            "baseline": lambda: baseline.options(stream=True).generate.remote(BODY),
+            "sllm_ray_via_ingress": lambda: sllm.options(stream=True).completions.remote(BODY),
+        },
+        args.warm,
     )
-    result["sllm_ray"]["warm_ttft_via_ingress_s"] = warm(
-        lambda: sllm.options(stream=True).completions.remote(BODY), args.warm
-    )
-    result["baseline"]["warm_ttft_s"] = warm(
-        lambda: baseline.options(stream=True).generate.remote(BODY), args.warm
-    )
+    result["sllm_ray"]["warm_ttft_s"] = warm_ttfts["sllm_ray"]
+    result["sllm_ray"]["warm_ttft_via_ingress_s"] = warm_ttfts["sllm_ray_via_ingress"]
+    result["baseline"]["warm_ttft_s"] = warm_ttfts["baseline"]
     for side in ("sllm_ray", "baseline"):
         result[side]["warm_ttft_p50_s"] = statistics.median(result[side]["warm_ttft_s"])
     result["sllm_ray"]["warm_ttft_via_ingress_p50_s"] = statistics.median(
@@ -285,7 +294,7 @@ def table(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="cold starts per system (at least 2)")
-    parser.add_argument("--warm", type=int, default=20, help="warm requests per system")
+    parser.add_argument("--warm", type=int, default=50, help="warm requests per system")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "tiny-llama")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()

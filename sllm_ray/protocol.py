@@ -5,7 +5,9 @@ Every generation call is a stream on the Serve handle, whatever the client asked
 1. ``Accepted`` as soon as a replica holds the request. The ingress bounds the wait for
    this item only, so a long generation never counts as "no replica came up".
 2. ``ResponseHead``: the status and, for a non-streaming reply or an error, the whole
-   body. For a stream the body is ``None`` and chunks follow.
+   body. For a stream the body is ``None`` and chunks follow. When the engine has it
+   within ``ACCEPT_WINDOW_S`` (a stream's head comes at once) it travels inside
+   ``Accepted``: one item fewer before the first token.
 3. For a stream: SSE payload strings exactly as vLLM's serving layer writes them
    (``"data: {...}\\n\\n"``, the last one ``"data: [DONE]\\n\\n"``), forwarded untouched.
 
@@ -26,13 +28,6 @@ class Endpoint(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Accepted:
-    """A replica has the request; ``replica`` says which one."""
-
-    replica: str
-
-
-@dataclass(frozen=True)
 class ResponseHead:
     status: int
     body: dict[str, Any] | None = None
@@ -40,6 +35,18 @@ class ResponseHead:
     @property
     def is_stream(self) -> bool:
         return self.body is None
+
+
+# How long a replica holds ``Accepted`` back for the head to travel with it.
+ACCEPT_WINDOW_S = 0.005
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A replica has the request; ``replica`` says which one; ``head`` when it was ready."""
+
+    replica: str
+    head: ResponseHead | None = None
 
 
 SSE_DONE = "data: [DONE]\n\n"

@@ -174,7 +174,7 @@ class OpenAIIngress:
                 retry_after,
             ) from None
         assert isinstance(accepted, Accepted), accepted
-        head = await events.__anext__()
+        head = accepted.head or await events.__anext__()
         return _Reply(accepted.replica, head, events)
 
     # Python API (through the deployment handle).

@@ -16,14 +16,13 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
 
+from sllm_ray.engine.channel import ChannelServer
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.protocol import Endpoint, ResponseHead
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -93,6 +92,8 @@ class HostRecord:
     weights_loaded_at: float | None = None
     engine_ready_at: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    # Where the replica sends requests (``channel.py``), once the engine is ready.
+    channel: str | None = None
 
 
 class EngineHost:
@@ -123,11 +124,17 @@ class EngineHost:
             import_s=time.time() - started,
         )
         self._engine: Any = None
+        self._channel: ChannelServer | None = None
+        self._released = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
         logger.info("engine host %s prepared in %.2f s", self._record.host_id, self._record.import_s)
 
     def record(self) -> dict[str, Any]:
-        return asdict(self._record)
+        """The record, with the channel's request counts when serving."""
+        record = asdict(self._record)
+        if self._channel is not None:
+            record["requests"] = dict(self._channel.stats)
+        return record
 
     def claim(self, claimer: str) -> None:
         if self._record.claimed_by is not None:
@@ -163,6 +170,8 @@ class EngineHost:
             self._record.phases["weights_s"] = float(LAST_LOAD["seconds"])
             if LAST_LOAD["layout_written"]:  # into DRAM for the next engine of this layout
                 prepare_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
+        self._channel = ChannelServer(engine.generate)
+        self._record.channel = self._channel.address
         if owner is not None:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch(owner))
         return self.record()
@@ -177,15 +186,20 @@ class EngineHost:
                 self.release()
                 return
 
-    async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
-        async for item in self._engine.generate(endpoint, body):
-            yield item
+    async def until_released(self) -> None:
+        """Returns when this host is released; fails (RayActorError) when it dies: how a
+        replica learns that requests on the channel will never be answered."""
+        await self._released.wait()
 
     async def check_health(self) -> None:
         await self._engine.check_health()
 
     def release(self) -> None:
         """Shut the engine down and end this process (a host serves one engine)."""
+        self._released.set()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None

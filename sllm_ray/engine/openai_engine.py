@@ -123,9 +123,9 @@ class OpenAIEngine:
         except Exception as exc:  # vLLM raises its validation errors from here
             result = vc.create_error_response(exc)
         if isinstance(result, vc.ErrorResponse):
-            yield ResponseHead(result.error.code, result.model_dump())
+            yield ResponseHead(result.error.code, result.model_dump(mode="json"))
         elif isinstance(result, vc.ChatCompletionResponse | vc.CompletionResponse):
-            yield ResponseHead(200, result.model_dump(exclude_unset=False))
+            yield ResponseHead(200, result.model_dump(mode="json", exclude_unset=False))
         else:
             yield ResponseHead(200)
             async for event in result:

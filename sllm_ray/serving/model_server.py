@@ -3,11 +3,13 @@
 The replica holds the model's resource reservation and nothing heavy: it never imports
 vLLM. On start it claims a prepared engine host on its own node and has it build the
 engine (weights from the node's checkpoint store); then it forwards requests to the host
-and streams the replies back.
+over a local ZeroMQ channel (``engine/channel.py``) and streams the replies back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,10 +21,11 @@ from ray import serve
 from ray.serve import Application
 
 from sllm_ray.config import ModelConfig
+from sllm_ray.engine.channel import ChannelClient
 from sllm_ray.engine.host import EngineSpec, start_host
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NAMESPACE, pool_name
-from sllm_ray.protocol import Accepted, Endpoint, ResponseHead
+from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
 
 logger = logging.getLogger(__name__)
 
@@ -61,32 +64,54 @@ class ModelServer:
             host.release.remote()  # Serve retries with a new replica, which claims a new host
             raise
         self._timeline["engine_ready_at"] = time.time()
-        logger.info("replica %s of %s ready: %s", self._replica, model, self.record())
+        self._channel = ChannelClient(self._host_record["channel"])
+        self._host_watch = asyncio.get_running_loop().create_task(self._watch_host())
+        logger.info("replica %s of %s ready: %s %s", self._replica, model, self._timeline, self._host_record)
 
-    def record(self) -> dict[str, Any]:
+    async def _watch_host(self) -> None:
+        try:
+            await self._host.until_released.remote()
+        except ray.exceptions.RayActorError as exc:
+            logger.error("engine host of replica %s died: %s", self._replica, exc)
+            self._channel.fail(f"the engine host died: {exc}")
+
+    async def record(self) -> dict[str, Any]:
         """When this replica started, claimed its host and had its engine; and the host's
-        own record. For tests, benchmarks and status."""
-        return {"replica": self._replica, "pid": os.getpid(), **self._timeline, "host": self._host_record}
+        own record, read now. For tests, benchmarks and status."""
+        host = await self._host.record.remote()
+        return {"replica": self._replica, "pid": os.getpid(), **self._timeline, "host": host}
 
     async def generate(
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
         """Stream a reply as ``sllm_ray.protocol`` describes."""
-        yield Accepted(self._replica)
-        stream = self._host.generate.options(num_returns="streaming").remote(endpoint, body)
-        finished = False
+        stream = self._channel.generate(endpoint, body)
+        first = asyncio.ensure_future(anext(stream))
         try:
-            async for ref in stream:
-                yield await ref
-            finished = True
+            try:
+                await asyncio.wait_for(asyncio.shield(first), ACCEPT_WINDOW_S)
+            except TimeoutError:
+                yield Accepted(self._replica)  # a non-streaming reply: the head is the whole reply
+                yield await first
+            else:
+                yield Accepted(self._replica, first.result())
+            async for item in stream:
+                yield item
         finally:
-            if not finished:
-                ray.cancel(stream)  # the client went away: the host's vLLM aborts the request
+            # The caller may have gone away mid-reply: end the stream, which aborts in vLLM.
+            if not first.done():
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await first
+            await stream.aclose()
 
     async def check_health(self) -> None:
         await self._host.check_health.remote()
 
     def __del__(self) -> None:
+        channel = getattr(self, "_channel", None)
+        if channel is not None:
+            channel.close()
         host = getattr(self, "_host", None)
         if host is not None:
             host.release.remote()

@@ -60,3 +60,13 @@ def replica_states(model: str, app: str = APP_NAME) -> dict[str, int]:
 
     status = serve.status().applications[model_app_name(app, model)].deployments[f"model:{model}"]
     return {str(k): v for k, v in status.replica_states.items() if v}
+
+
+def replica_record(model: str, app: str = APP_NAME) -> dict:
+    """A replica's record of the model (``ModelServer.record``), its engine host's inside."""
+    from ray import serve
+
+    from sllm_ray.names import model_app_name
+
+    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(app, model))
+    return handle.record.remote().result()

@@ -10,9 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from app_under_test import APP_NAME, model_body
-
-from sllm_ray.names import model_app_name
+from app_under_test import APP_NAME, model_body, replica_record
 
 MODEL = "cold"
 
@@ -34,10 +32,7 @@ def _tiers(admin: httpx.Client) -> dict[str, str]:
 
 
 def _record() -> dict[str, Any]:
-    from ray import serve
-
-    handle = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app_name(APP_NAME, MODEL))
-    return handle.record.remote().result()
+    return replica_record(MODEL)
 
 
 def _ask(client: openai.OpenAI) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
 import pytest
+from app_under_test import replica_record
 
 MODEL = "tiny"
 MESSAGES = [{"role": "user", "content": "Tell me about asyncio."}]
@@ -84,6 +86,22 @@ def test_raw_sse_stream_ends_with_done(serve_app: str) -> None:
     assert events[-1] == "data: [DONE]"
     assert all(e.startswith("data: ") for e in events)
     assert len(events) >= 3  # several token events, then [DONE]
+
+
+def test_a_client_that_goes_away_aborts_its_request(serve_app: str, client: openai.OpenAI) -> None:
+    before = replica_record(MODEL)["host"]["requests"]
+    body = {"model": MODEL, "prompt": "Once", "max_tokens": 400, "stream": True, **EXACT}
+    with httpx.Client(timeout=60) as http, http.stream("POST", f"{serve_app}/v1/completions", json=body) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+    # The host cancelled the request (which aborts it in vLLM) and serves the next one.
+    deadline = time.monotonic() + 20
+    while (after := replica_record(MODEL)["host"]["requests"])["aborted"] == before["aborted"]:
+        assert time.monotonic() < deadline, after
+        time.sleep(0.2)
+    assert after["aborted"] == before["aborted"] + 1
+    reply = client.completions.create(model=MODEL, prompt="Once", max_tokens=4, extra_body=EXACT)
+    assert reply.usage.completion_tokens == 4
 
 
 def test_sampling_parameters_come_from_vllm(client: openai.OpenAI) -> None:

@@ -1,0 +1,93 @@
+"""The replica-to-host channel: streaming, errors, aborts and a vanished host (no Ray, no vLLM)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sllm_ray.engine.channel import ChannelClient, ChannelError, ChannelServer
+from sllm_ray.protocol import Endpoint, ResponseHead
+
+
+class Engine:
+    """Stands in for vLLM's serving layer: the channel's logic is all that is tested here."""
+
+    def __init__(self) -> None:
+        self.aborted = asyncio.Event()
+
+    async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
+        if body.get("fail"):
+            raise ValueError("engine broke")
+        yield ResponseHead(
+            200 if body.get("stream") else 201, None if body.get("stream") else {"ok": endpoint}
+        )
+        try:
+            for i in range(body.get("n", 0)):
+                await asyncio.sleep(body.get("delay", 0))
+                yield f"data: {i}\n\n"
+        except (GeneratorExit, asyncio.CancelledError):  # how vLLM's generate sees an abort
+            self.aborted.set()
+            raise
+
+
+async def _collect(stream: AsyncIterator[ResponseHead | str]) -> list[ResponseHead | str]:
+    return [item async for item in stream]
+
+
+def test_replies_stream_in_order_and_requests_interleave() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        server = ChannelServer(engine.generate)
+        client = ChannelClient(server.address)
+        whole, stream = await asyncio.gather(
+            _collect(client.generate(Endpoint.CHAT, {"n": 0})),
+            _collect(client.generate(Endpoint.COMPLETIONS, {"stream": True, "n": 3, "delay": 0.01})),
+        )
+        assert whole == [ResponseHead(201, {"ok": "chat"})]
+        assert stream == [ResponseHead(200, None), "data: 0\n\n", "data: 1\n\n", "data: 2\n\n"]
+        with pytest.raises(ChannelError, match="ValueError: engine broke"):
+            await _collect(client.generate(Endpoint.CHAT, {"fail": True}))
+        client.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_that_goes_away_aborts_the_request_in_the_engine() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        server = ChannelServer(engine.generate)
+        client = ChannelClient(server.address)
+        stream = client.generate(Endpoint.COMPLETIONS, {"stream": True, "n": 1000, "delay": 0.01})
+        assert await anext(stream) == ResponseHead(200, None)
+        await anext(stream)
+        await stream.aclose()
+        await asyncio.wait_for(engine.aborted.wait(), 5)
+        assert server.stats == {"requests": 1, "aborted": 1}
+        # The connection still serves others.
+        assert len(await _collect(client.generate(Endpoint.CHAT, {"stream": True, "n": 2}))) == 3
+        client.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_vanished_host_fails_waiting_and_new_requests() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        server = ChannelServer(engine.generate)
+        client = ChannelClient(server.address)
+        stream = client.generate(Endpoint.COMPLETIONS, {"stream": True, "n": 1000, "delay": 0.05})
+        await anext(stream)
+        server.close()
+        client.fail("the engine host died")
+        with pytest.raises(ChannelError, match="host died"):
+            await _collect(stream)
+        with pytest.raises(ChannelError, match="host died"):
+            await _collect(client.generate(Endpoint.CHAT, {}))
+        client.close()
+
+    asyncio.run(scenario())
