@@ -116,6 +116,11 @@ class ModelConfig(_Strict):
     request_wait_timeout_s: float | None = Field(
         None, gt=0, description="This model's bound on waiting for a replica (default: the app's)."
     )
+    keep_asleep: bool = Field(
+        True,
+        description="When a replica goes, keep its engine asleep on the node for a hot start "
+        "(within the app's engine_sleepers_per_node); applies to replicas started after a change.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -178,6 +183,12 @@ class AppConfig(_Strict):
     engine_hosts_per_node: int = Field(
         1, ge=0, description="Engine hosts kept prepared (vLLM imported) on each node, ahead of demand."
     )
+    engine_sleepers_per_node: int = Field(
+        2,
+        ge=0,
+        description="Engines kept asleep on each node after their model went back to zero, for hot "
+        "starts; beyond it the least recently used exits. 0: engines exit with their replica.",
+    )
     store_dram_bytes: int = Field(
         2 * 1024**3, ge=0, description="Byte budget of each node's DRAM checkpoint tier."
     )
@@ -208,6 +219,7 @@ class ModelUpdate(_Strict):
     max_queued_requests: int | None = None
     max_tokens_limit: int | None = None
     request_wait_timeout_s: float | None = None
+    keep_asleep: bool | None = None
 
     def apply(self, current: ModelConfig) -> ModelConfig:
         data = current.model_dump()

@@ -51,7 +51,9 @@ class NodeServices:
         pool = (
             ray.remote(HostPool)
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
-            .remote(self._app, node_id, self._config.engine_hosts_per_node)
+            .remote(
+                self._app, node_id, self._config.engine_hosts_per_node, self._config.engine_sleepers_per_node
+            )
         )
         store = (
             ray.remote(CheckpointStore)
@@ -85,6 +87,7 @@ class NodeServices:
     def forget(self, config: ModelConfig) -> None:
         for node in self._nodes.values():
             node.store.forget.remote(config.model, config.model_source)
+            node.pool.forget.remote(config.model)
 
     async def refresh(self) -> None:
         """Read every store's report (what it holds in which tier)."""

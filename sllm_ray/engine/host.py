@@ -11,8 +11,10 @@ the replica that claimed it is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import os
 import time
@@ -23,6 +25,7 @@ import ray
 
 from sllm_ray.engine.channel import ChannelServer
 from sllm_ray.log_setup import configure_logging
+from sllm_ray.names import NAMESPACE, digest, pool_name
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class EngineSpec:
     # The accelerators Ray reserved for the replica (``ray.get_gpu_ids()`` there): the
     # host, started without any, builds the engine on these. Untested on GPUs.
     device_ids: tuple[str, ...] = ()
+    # Whether the engine sleeps in the node's pool when its replica goes, or exits.
+    keep_asleep: bool = True
     # Filled in by the host from its node's checkpoint store (``CheckpointStore.locate``):
     # the fastest tier and the load format's config naming the copies; none: the source.
     tier: str = "source"
@@ -52,6 +57,11 @@ class EngineSpec:
     @property
     def layout(self) -> str:
         return engine_layout(self.engine_kwargs)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which engine this spec builds: a sleeping engine with the same one can serve it."""
+        return digest(json.dumps([self.model, self.model_source, self.engine_kwargs], sort_keys=True), 16)
 
     def engine_source(self) -> str:
         """What vLLM's ``model`` argument names: a converted checkpoint carries the config
@@ -94,6 +104,12 @@ class HostRecord:
     phases: dict[str, float] = field(default_factory=dict)
     # Where the replica sends requests (``channel.py``), once the engine is ready.
     channel: str | None = None
+    fingerprint: str | None = None
+    # Asleep since (its replica went away; the pool keeps it for the next one), or None.
+    asleep_since: float | None = None
+    # Replicas this engine served after waking (hot starts), and when it last woke.
+    wakes: int = 0
+    woke_at: float | None = None
 
 
 class EngineHost:
@@ -124,6 +140,7 @@ class EngineHost:
             import_s=time.time() - started,
         )
         self._engine: Any = None
+        self._keep_asleep = False
         self._channel: ChannelServer | None = None
         self._released = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -136,23 +153,35 @@ class EngineHost:
             record["requests"] = dict(self._channel.stats)
         return record
 
-    def claim(self, claimer: str) -> None:
+    def claim(self, claimer: str) -> str:
+        """Mark this host as ``claimer``'s; returns the host's id."""
         if self._record.claimed_by is not None:
             raise RuntimeError(f"engine host {self._record.host_id} is already claimed")
         self._record.claimed_by = claimer
         self._record.claimed_at = time.time()
+        return self._record.host_id
 
     async def start(self, spec: EngineSpec, owner: Any = None) -> dict[str, Any]:
-        """Build the engine, weights from the fastest tier of this node's store; ``owner``
-        (the replica's actor handle) is watched so the host exits when its replica is gone
-        without releasing it."""
+        """Build the engine, weights from the fastest tier of this node's store, or wake
+        the sleeping one when it is this spec's (a hot start). ``owner`` (the replica's
+        actor handle) is watched so the host retires when its replica is gone."""
         if self._engine is not None:
-            raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
+            if self._record.fingerprint != spec.fingerprint or self._record.asleep_since is None:
+                raise RuntimeError(f"engine host {self._record.host_id} already runs {self._record.model}")
+            await self._engine.wake()
+            self._record.asleep_since = None
+            self._record.wakes += 1
+            self._record.woke_at = time.time()
+            self._keep_asleep = spec.keep_asleep
+            logger.info("woke the sleeping engine of %s", spec.model)
+            self._watch_owner(owner)
+            return self.record()
         use_devices(spec.device_ids)
         node = self._record.node_id
         located = await locate_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
         spec = dataclasses.replace(spec, **located)
         self._record.model = spec.model
+        self._record.fingerprint = spec.fingerprint
         self._record.tier = spec.tier
         self._record.engine_started_at = time.time()
         engine = self._engine_cls(spec.model, spec.engine_source(), spec.vllm_kwargs(), in_process=True)
@@ -172,9 +201,13 @@ class EngineHost:
                 prepare_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
         self._channel = ChannelServer(engine.generate)
         self._record.channel = self._channel.address
+        self._keep_asleep = spec.keep_asleep
+        self._watch_owner(owner)
+        return self.record()
+
+    def _watch_owner(self, owner: Any) -> None:
         if owner is not None:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch(owner))
-        return self.record()
 
     async def _watch(self, owner: Any) -> None:
         while True:
@@ -182,9 +215,36 @@ class EngineHost:
             try:
                 await owner.__ray_ready__.remote()
             except ray.exceptions.RayActorError:
-                logger.warning("replica of %s is gone; engine host exits", self._record.model)
-                self.release()
+                logger.warning("replica of %s is gone without retiring its engine host", self._record.model)
+                self._watchdog = None  # this task ends here: retire must not cancel it
+                await self.retire()
                 return
+
+    async def retire(self) -> None:
+        """The replica is done with this host: put the engine to sleep and offer it to the
+        node's pool (kept up to the pool's limit, least recently used out), or exit."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._engine is None or self._record.asleep_since is not None:
+            return
+        if not self._keep_asleep:
+            self.release()
+            return
+        self._record.claimed_by = None
+        self._record.asleep_since = time.time()
+        try:
+            await self._engine.sleep()
+            pool = ray.get_actor(pool_name(self._app, self._record.node_id), namespace=NAMESPACE)
+            me = ray.get_runtime_context().current_actor
+            kept = await pool.park.remote(
+                me, self._record.host_id, self._record.fingerprint, self._record.model
+            )
+        except (ValueError, ray.exceptions.RayError) as exc:
+            logger.warning("cannot keep the engine of %s asleep (%s): exiting", self._record.model, exc)
+            kept = False
+        if not kept:
+            self.release()
 
     async def until_released(self) -> None:
         """Returns when this host is released; fails (RayActorError) when it dies: how a
@@ -197,6 +257,9 @@ class EngineHost:
     def release(self) -> None:
         """Shut the engine down and end this process (a host serves one engine)."""
         self._released.set()
+        with contextlib.suppress(ValueError):  # the pool lets go of its reference
+            pool = ray.get_actor(pool_name(self._app, self._record.node_id), namespace=NAMESPACE)
+            pool.drop.remote(self._record.host_id)
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -91,6 +91,14 @@ class InprocAsyncEngineCore(EngineCoreClient):
     async def is_sleeping_async(self) -> bool:
         return self.engine_core.is_sleeping()
 
+    async def sleep_async(self, level: int = 1, mode: str = "abort") -> None:
+        async with self._lock:
+            self.engine_core.sleep(level, mode)
+
+    async def wake_up_async(self, tags: list[str] | None = None) -> bool:
+        async with self._lock:
+            return self.engine_core.wake_up(tags)
+
     def dp_engines_running(self) -> bool:
         return False
 

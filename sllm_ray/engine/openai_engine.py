@@ -102,6 +102,22 @@ class OpenAIEngine:
     async def check_health(self) -> None:
         await self._llm.check_health()
 
+    @property
+    def can_sleep(self) -> bool:
+        """Whether vLLM's sleep mode is on (``enable_sleep_mode``; GPUs only)."""
+        return bool(self._engine_args.enable_sleep_mode)
+
+    async def sleep(self) -> None:
+        """Idle until woken: with sleep mode (GPU, untested here), vLLM's level 1 moves the
+        weights to host memory and drops the KV cache, freeing the accelerator; without
+        it the engine stays as built, idle."""
+        if self.can_sleep:
+            await self._llm.sleep(level=1)
+
+    async def wake(self) -> None:
+        if self.can_sleep:
+            await self._llm.wake_up()
+
     def shutdown(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()

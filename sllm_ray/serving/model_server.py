@@ -30,7 +30,7 @@ from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
 logger = logging.getLogger(__name__)
 
 
-async def _claim_host(owner_app: str, node_id: str, replica: str) -> Any:
+async def _claim_host(owner_app: str, node_id: str, replica: str, fingerprint: str) -> Any:
     try:
         pool = ray.get_actor(pool_name(owner_app, node_id), namespace=NAMESPACE)
     except ValueError:
@@ -39,24 +39,29 @@ async def _claim_host(owner_app: str, node_id: str, replica: str) -> Any:
         host = start_host(owner_app, node_id)
         await host.claim.remote(replica)
         return host
-    return await pool.claim.remote(replica)
+    return await pool.claim.remote(replica, fingerprint)
 
 
 class ModelServer:
     """Serve replica body for one model."""
 
     async def __init__(
-        self, owner_app: str, model: str, model_source: str, engine_kwargs: dict[str, Any]
+        self,
+        owner_app: str,
+        model: str,
+        model_source: str,
+        engine_kwargs: dict[str, Any],
+        keep_asleep: bool = True,
     ) -> None:
         self._timeline: dict[str, float] = {"replica_started_at": time.time()}
         configure_logging()
         self._replica = serve.get_replica_context().replica_id.unique_id
         context = ray.get_runtime_context()
         node_id = context.get_node_id()
-        self._host = await _claim_host(owner_app, node_id, self._replica)
-        self._timeline["host_claimed_at"] = time.time()
         devices = tuple(str(i) for i in ray.get_gpu_ids())  # this replica's reservation
-        spec = EngineSpec(model, model_source, engine_kwargs, devices)
+        spec = EngineSpec(model, model_source, engine_kwargs, devices, keep_asleep)
+        self._host = await _claim_host(owner_app, node_id, self._replica, spec.fingerprint)
+        self._timeline["host_claimed_at"] = time.time()
         try:
             self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
         except Exception:
@@ -114,7 +119,7 @@ class ModelServer:
             channel.close()
         host = getattr(self, "_host", None)
         if host is not None:
-            host.release.remote()
+            host.retire.remote()  # its engine sleeps in the node's pool, or it exits
 
 
 def build_model_deployment(config: ModelConfig, owner_app: str) -> Application:
@@ -139,4 +144,6 @@ def build_model_deployment(config: ModelConfig, owner_app: str) -> Application:
         graceful_shutdown_timeout_s=30,
         _internal=True,  # Serve only takes an explicit version from internal callers
     )
-    return deployment.bind(owner_app, config.model, config.model_source, config.engine_kwargs)
+    return deployment.bind(
+        owner_app, config.model, config.model_source, config.engine_kwargs, config.keep_asleep
+    )

@@ -44,7 +44,9 @@ def _ask(client: openai.OpenAI) -> None:
 
 @pytest.fixture(scope="module")
 def cold_model(admin: httpx.Client, tiny_model_dir: Path) -> str:
-    body = model_body(MODEL, tiny_model_dir, autoscaling={"keep_alive_s": 1, "look_back_period_s": 2})
+    # Every start a cold one: no engine kept asleep when the model goes back to zero.
+    settings = {"autoscaling": {"keep_alive_s": 1, "look_back_period_s": 2}, "keep_asleep": False}
+    body = model_body(MODEL, tiny_model_dir, **settings)
     assert admin.post("/v1/admin/models", json=body).status_code == 201
     # Registration converts the model and prefetches it into DRAM on every node.
     _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 120, "the model in the DRAM tier")

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 import httpx
 import openai
+from app_under_test import replica_record
 
 
-def test_scale_from_zero_then_back_to_zero(client: openai.OpenAI, replicas: Callable) -> None:
-    assert "RUNNING" not in replicas("tiny-ephemeral"), "should start with no replica"
-
+def _chat(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
         model="tiny-ephemeral",
         messages=[{"role": "user", "content": "wake up"}],
@@ -19,13 +18,38 @@ def test_scale_from_zero_then_back_to_zero(client: openai.OpenAI, replicas: Call
         extra_body={"ignore_eos": True},
     )
     assert resp.usage.completion_tokens == 3
+
+
+def _sleeping(admin: httpx.Client) -> list[str]:
+    return [s["model"] for n in admin.get("/status").json()["nodes"] for s in n["engine_hosts"]["sleeping"]]
+
+
+def test_scale_from_zero_then_back_to_zero_and_a_hot_start(
+    client: openai.OpenAI, admin: httpx.Client, replicas: Callable
+) -> None:
+    assert "RUNNING" not in replicas("tiny-ephemeral"), "should start with no replica"
+
+    _chat(client)
     assert replicas("tiny-ephemeral").get("RUNNING") == 1
+    built = replica_record("tiny-ephemeral")["host"]
+    assert built["wakes"] == 0
 
     # keep_alive_s=2 plus Serve's look-back window (11 s): gone well within 90 s.
     deadline = time.monotonic() + 90
     while replicas("tiny-ephemeral") and time.monotonic() < deadline:
         time.sleep(1)
     assert replicas("tiny-ephemeral") == {}
+
+    # Its engine went to sleep in the node's pool; the next replica wakes it, no build.
+    deadline = time.monotonic() + 30
+    while "tiny-ephemeral" not in _sleeping(admin):
+        assert time.monotonic() < deadline, admin.get("/status").json()
+        time.sleep(0.5)
+    _chat(client)
+    woken = replica_record("tiny-ephemeral")["host"]
+    assert woken["host_id"] == built["host_id"] and woken["wakes"] == 1
+    assert woken["engine_ready_at"] == built["engine_ready_at"] < woken["woke_at"]
+    assert "tiny-ephemeral" not in _sleeping(admin)
 
 
 def test_wait_bound_gives_503_with_retry_after(serve_app: str) -> None:
