@@ -73,6 +73,8 @@ class ModelManager:
         # One Serve API call at a time: deploys and deletes of one model must not interleave.
         self._serve_lock = asyncio.Lock()
         self._last_used: dict[str, float] = {}
+        # Model -> the node its replicas are steered to (placement's choice when deployed).
+        self._preferred: dict[str, str | None] = {}
         self._engine_args: asyncio.Future[list[str]] | None = None
         seeded = self._registry.seed([self._checked(m) for m in config.models])
         logger.info("registry %s: seeded %s", registry_path, seeded or "nothing new")
@@ -126,11 +128,47 @@ class ModelManager:
         replicas run: a model may have none (scale to zero) or some that cannot be placed
         yet, and an admin call must not wait on either."""
         self._nodes.prepare(config)  # convert and prefetch on every node, in the background
-        app = build_model_deployment(config, self._owner)
+        estimates = self._nodes.placement(config)
+        # Serve applies a node preference to every replica, and waits for the preferred
+        # node while it is busy: only a model with one replica at most is steered.
+        steer = estimates and config.autoscaling.max_replicas == 1
+        preferred = estimates[0].node_id if steer else None
+        app = build_model_deployment(config, self._owner, preferred)
         target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
             await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
-        logger.info("deployed model %s (engine %s)", config.model, config.engine_fingerprint())
+        self._preferred[config.model] = preferred
+        logger.info(
+            "deployed model %s (engine %s); placement: %s",
+            config.model,
+            config.engine_fingerprint(),
+            ", ".join(f"{e.node_id[:8]} {e.tier} {e.seconds:.2f}s" for e in estimates) or "no node yet",
+        )
+
+    async def _steer(self, records: list[ModelRecord]) -> None:
+        """Point each model at zero replicas at the node where its next replica would be
+        ready soonest (a sleeping engine, its checkpoint in DRAM, ...). Only at zero: a
+        new preference is a new replica option, which Serve applies by replacing replicas."""
+        apps = (await asyncio.to_thread(serve.status)).applications
+        for record in records:
+            estimates = self._nodes.placement(record.config)
+            if record.state == DELETING or not estimates or record.config.autoscaling.max_replicas != 1:
+                continue
+            best = estimates[0]
+            if best.node_id == self._preferred.get(record.name):
+                continue
+            app = apps.get(self._app(record.name))
+            deployment = app.deployments.get(record.config.deployment_name) if app else None
+            if deployment is None or any(deployment.replica_states.values()):
+                continue
+            logger.info(
+                "placement: next replica of %s on node %s (%s, about %.2f s to ready)",
+                record.name,
+                best.node_id,
+                best.tier,
+                best.seconds,
+            )
+            await self._deploy(record.config)
 
     async def _delete_app(self, app_name: str) -> None:
         async with self._serve_lock:
@@ -165,6 +203,7 @@ class ModelManager:
                 await self._nodes.refresh()
                 records = self._registry.list()
                 self._registry.set_placements({r.name: self._nodes.tiers(r.config) for r in records})
+                await self._steer(records)
             except Exception:
                 logger.exception("could not sync the per-node services")
 
@@ -212,6 +251,7 @@ class ModelManager:
         await self._delete_app(self._app(name))
         self._nodes.forget(record.config)
         self._registry.remove(name)
+        self._preferred.pop(name, None)
         self._last_used.pop(name, None)
         return {"model": name, "deleted": True}
 
@@ -253,6 +293,10 @@ class ModelManager:
                     "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
                     "replicas": replicas,
                     "last_used": self._last_used.get(record.name),
+                    "placement": {
+                        "preferred_node": self._preferred.get(record.name),
+                        "estimates": [e.to_json() for e in self._nodes.placement(record.config)],
+                    },
                     "checkpoint": {
                         "source": record.config.model_source,
                         "tiers": self._registry.placements(record.name),

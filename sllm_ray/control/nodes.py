@@ -18,12 +18,21 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.control.placement import Estimate, NodeState, fits, rank
 from sllm_ray.engine.host_pool import HostPool
 from sllm_ray.names import NAMESPACE, checkpoint_key, layout_key, pool_name, store_name
 from sllm_ray.store.locate import DISK, DRAM, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
 
 logger = logging.getLogger(__name__)
+
+
+def _keys(config: ModelConfig) -> set[str]:
+    """The model's checkpoint keys in a store: by name, and its engine layout."""
+    return {
+        checkpoint_key(config.model, config.model_source),
+        layout_key(config.model, config.model_source, engine_layout(config.engine_kwargs)),
+    }
 
 
 @dataclass
@@ -39,8 +48,10 @@ class NodeServices:
         self._store_dir = data_dir / "store"
         self._nodes: dict[str, _Node] = {}
         self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
+        self._pools: dict[str, dict[str, Any]] = {}  # node id -> pool status
 
     def _start(self, node_id: str, alive: set[str]) -> _Node:
+        config = self._config
         pinned = {
             "num_cpus": 0,
             "namespace": NAMESPACE,
@@ -51,9 +62,7 @@ class NodeServices:
         pool = (
             ray.remote(HostPool)
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
-            .remote(
-                self._app, node_id, self._config.engine_hosts_per_node, self._config.engine_sleepers_per_node
-            )
+            .remote(self._app, node_id, config.engine_hosts_per_node, config.engine_sleepers_per_node)
         )
         store = (
             ray.remote(CheckpointStore)
@@ -78,6 +87,7 @@ class NodeServices:
         for node_id in set(self._nodes) - alive:
             del self._nodes[node_id]
             self._reports.pop(node_id, None)
+            self._pools.pop(node_id, None)
 
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model on every node, in the background."""
@@ -90,19 +100,24 @@ class NodeServices:
             node.pool.forget.remote(config.model)
 
     async def refresh(self) -> None:
-        """Read every store's report (what it holds in which tier)."""
+        """Read every store's report (what it holds in which tier) and pool's (engines asleep)."""
         nodes = list(self._nodes.items())
-        reports = await asyncio.gather(*(n.store.status.remote() for _, n in nodes), return_exceptions=True)
-        for (node_id, _), report in zip(nodes, reports, strict=True):
-            if isinstance(report, dict):
-                self._reports[node_id] = report
+        reports = await asyncio.gather(
+            *(n.store.status.remote() for _, n in nodes),
+            *(n.pool.status.remote() for _, n in nodes),
+            return_exceptions=True,
+        )
+        for (node_id, _), store, pool in zip(
+            nodes, reports[: len(nodes)], reports[len(nodes) :], strict=True
+        ):
+            if isinstance(store, dict):
+                self._reports[node_id] = store
+            if isinstance(pool, dict):
+                self._pools[node_id] = pool
 
     def tiers(self, config: ModelConfig) -> dict[str, str]:
         """Per node, the fastest tier that held the model at the last refresh."""
-        keys = {
-            checkpoint_key(config.model, config.model_source),
-            layout_key(config.model, config.model_source, engine_layout(config.engine_kwargs)),
-        }
+        keys = _keys(config)
         out = {}
         for node_id, report in self._reports.items():
             if keys & set(report["dram"]["checkpoints"]):
@@ -110,6 +125,32 @@ class NodeServices:
             elif keys & set(report["disk"]):
                 out[node_id] = DISK
         return out
+
+    def placement(self, config: ModelConfig) -> list[Estimate]:
+        """The live nodes that could start a replica of the model now, soonest ready first."""
+        keys = _keys(config)
+        options = config.resources.to_ray_actor_options()
+        # Ray has no public per-node view of free resources; this is the dashboard's own.
+        available = ray._private.state.available_resources_per_node()
+        states, size = [], 0
+        for node_id in self._nodes:
+            if not fits(available.get(node_id, {}), options):
+                continue
+            report = self._reports.get(node_id, {})
+            tiers = {k: DISK for k in report.get("disk", {})}
+            tiers.update({k: DRAM for k in report.get("dram", {}).get("checkpoints", [])})
+            size = max([size, *(report.get("disk", {}).get(k, 0) for k in keys)])
+            sleeping = {s["fingerprint"] for s in self._pools.get(node_id, {}).get("sleeping", [])}
+            states.append(
+                NodeState(
+                    node_id,
+                    tiers=tiers,
+                    sleeping=frozenset(sleeping),
+                    bandwidth=report.get("bandwidth", {}),
+                    queued_bytes=report.get("queued_bytes", 0),
+                )
+            )
+        return rank(states, keys, config.engine_fingerprint(), size)
 
     async def status(self) -> list[dict[str, Any]]:
         nodes = list(self._nodes.items())

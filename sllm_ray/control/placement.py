@@ -54,6 +54,18 @@ class Estimate:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
+def fits(available: Mapping[str, float], actor_options: Mapping[str, Any]) -> bool:
+    """Whether a node with ``available`` resources (Ray's names) can start an actor with
+    these Ray actor options now."""
+    needs = {
+        "CPU": actor_options.get("num_cpus", 0) or 0,
+        "GPU": actor_options.get("num_gpus", 0) or 0,
+        "memory": actor_options.get("memory", 0) or 0,
+        **actor_options.get("resources", {}),
+    }
+    return all(available.get(name, 0) >= amount for name, amount in needs.items() if amount)
+
+
 def estimate(node: NodeState, keys: Iterable[str], fingerprint: str, size_bytes: int) -> Estimate:
     """Seconds until an engine of the model could be ready on ``node``. ``keys`` are the
     checkpoint's store keys (by name, and its engine layout): the fastest held counts."""

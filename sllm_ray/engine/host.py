@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ import ray
 
 from sllm_ray.engine.channel import ChannelServer
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import NAMESPACE, digest, pool_name
+from sllm_ray.names import NAMESPACE, pool_name
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -44,6 +43,9 @@ class EngineSpec:
     model: str
     model_source: str
     engine_kwargs: dict[str, Any]
+    # Which engine this builds (``ModelConfig.engine_fingerprint``): a sleeping engine with
+    # the same one can serve it.
+    fingerprint: str
     # The accelerators Ray reserved for the replica (``ray.get_gpu_ids()`` there): the
     # host, started without any, builds the engine on these. Untested on GPUs.
     device_ids: tuple[str, ...] = ()
@@ -57,11 +59,6 @@ class EngineSpec:
     @property
     def layout(self) -> str:
         return engine_layout(self.engine_kwargs)
-
-    @property
-    def fingerprint(self) -> str:
-        """Which engine this spec builds: a sleeping engine with the same one can serve it."""
-        return digest(json.dumps([self.model, self.model_source, self.engine_kwargs], sort_keys=True), 16)
 
     def engine_source(self) -> str:
         """What vLLM's ``model`` argument names: a converted checkpoint carries the config

@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from sllm_ray.config import ModelConfig
 from sllm_ray.engine.channel import ChannelClient
@@ -26,8 +27,12 @@ from sllm_ray.engine.host import EngineSpec, start_host
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NAMESPACE, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
+from sllm_ray.serving.router import LocalFirstRouter
 
 logger = logging.getLogger(__name__)
+
+# Ray's label naming each node by its id.
+NODE_ID_LABEL = "ray.io/node-id"
 
 
 async def _claim_host(owner_app: str, node_id: str, replica: str, fingerprint: str) -> Any:
@@ -45,21 +50,21 @@ async def _claim_host(owner_app: str, node_id: str, replica: str, fingerprint: s
 class ModelServer:
     """Serve replica body for one model."""
 
-    async def __init__(
-        self,
-        owner_app: str,
-        model: str,
-        model_source: str,
-        engine_kwargs: dict[str, Any],
-        keep_asleep: bool = True,
-    ) -> None:
+    async def __init__(self, owner_app: str, config: ModelConfig) -> None:
         self._timeline: dict[str, float] = {"replica_started_at": time.time()}
         configure_logging()
         self._replica = serve.get_replica_context().replica_id.unique_id
         context = ray.get_runtime_context()
         node_id = context.get_node_id()
         devices = tuple(str(i) for i in ray.get_gpu_ids())  # this replica's reservation
-        spec = EngineSpec(model, model_source, engine_kwargs, devices, keep_asleep)
+        spec = EngineSpec(
+            config.model,
+            config.model_source,
+            config.engine_kwargs,
+            config.engine_fingerprint(),
+            devices,
+            config.keep_asleep,
+        )
         self._host = await _claim_host(owner_app, node_id, self._replica, spec.fingerprint)
         self._timeline["host_claimed_at"] = time.time()
         try:
@@ -71,7 +76,9 @@ class ModelServer:
         self._timeline["engine_ready_at"] = time.time()
         self._channel = ChannelClient(self._host_record["channel"])
         self._host_watch = asyncio.get_running_loop().create_task(self._watch_host())
-        logger.info("replica %s of %s ready: %s %s", self._replica, model, self._timeline, self._host_record)
+        logger.info(
+            "replica %s of %s ready: %s %s", self._replica, config.model, self._timeline, self._host_record
+        )
 
     async def _watch_host(self) -> None:
         try:
@@ -122,20 +129,28 @@ class ModelServer:
             host.retire.remote()  # its engine sleeps in the node's pool, or it exits
 
 
-def build_model_deployment(config: ModelConfig, owner_app: str) -> Application:
+def build_model_deployment(
+    config: ModelConfig, owner_app: str, preferred_node: str | None = None
+) -> Application:
     """The model's Serve deployment, starting at ``min_replicas`` (zero by default).
 
     Its version is the engine fingerprint: redeploying with other autoscaling or limits
     updates the running replicas in place; other engine arguments, source or resources
-    replace them.
+    replace them. ``preferred_node`` (placement's choice) is where Serve starts replicas
+    when it can; elsewhere when it cannot.
     """
+    actor_options = config.resources.to_ray_actor_options()
+    if preferred_node is not None:
+        actor_options["label_selector"] = {NODE_ID_LABEL: preferred_node}
+        actor_options["fallback_strategy"] = [{"label_selector": {}}]
     deployment = serve.deployment(ModelServer).options(
         name=config.deployment_name,
         version=config.engine_fingerprint(),
         autoscaling_config=config.autoscaling.to_serve(),
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests or -1,
-        ray_actor_options=config.resources.to_ray_actor_options(),
+        ray_actor_options=actor_options,
+        request_router_config=RequestRouterConfig(request_router_class=LocalFirstRouter),
         # The engine build is the slow part of a replica's start; Serve's default
         # health-check period would otherwise probe a half-built engine.
         health_check_period_s=10,
@@ -144,6 +159,4 @@ def build_model_deployment(config: ModelConfig, owner_app: str) -> Application:
         graceful_shutdown_timeout_s=30,
         _internal=True,  # Serve only takes an explicit version from internal callers
     )
-    return deployment.bind(
-        owner_app, config.model, config.model_source, config.engine_kwargs, config.keep_asleep
-    )
+    return deployment.bind(owner_app, config)

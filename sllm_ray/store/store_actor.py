@@ -25,6 +25,7 @@ from typing import Any
 
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NODE_PREFIX, checkpoint_key, dram_folder, dram_folder_node, layout_key
+from sllm_ray.store.bandwidth import measure
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
     CheckpointError,
@@ -77,10 +78,17 @@ class CheckpointStore:
         self._disk_root.mkdir(parents=True, exist_ok=True)
         remove_stale_dram(app, Path(dram_parent), alive_node_ids | {node_id})
         self._dram = DramTier(Path(dram_parent) / dram_folder(app, node_id), dram_budget_bytes)
+        self._bandwidth = measure(self._disk_root, self._dram.root)
         self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._queued: dict[str, int] = {}  # key being prepared -> bytes still to move
         for partial in self._disk_root.glob(f"*{PARTIAL}*"):  # writes a crash cut short
             shutil.rmtree(partial, ignore_errors=True)
-        logger.info("checkpoint store on node %s: %d checkpoints on disk", node_id, len(self._disk()))
+        logger.info(
+            "checkpoint store on node %s: %d checkpoints on disk; GB/s: %s",
+            node_id,
+            len(self._disk()),
+            {k: round(v / 1e9, 2) for k, v in self._bandwidth.items()},
+        )
 
     def _disk_dir(self, key: str) -> Path:
         return self._disk_root / key
@@ -150,7 +158,11 @@ class CheckpointStore:
         if not self._on_disk(key):
             logger.info("store: converting %s from %s", model, source)
             local = await asyncio.to_thread(_local_source, source)
-            await asyncio.to_thread(convert, local, self._disk_dir(key))
+            self._queued[key] = sum(p.stat().st_size for p in local.glob("*.safetensors"))
+            try:
+                await asyncio.to_thread(convert, local, self._disk_dir(key))
+            finally:
+                del self._queued[key]
         if layout is not None and self._on_disk(layout_key(model, source, layout)):
             key = layout_key(model, source, layout)
         try:
@@ -187,5 +199,7 @@ class CheckpointStore:
                 "checkpoints": self._dram.holds(),
             },
             "disk": self._disk(),
+            "bandwidth": self._bandwidth,
+            "queued_bytes": sum(self._queued.values()),
             "preparing": sorted(k for k, job in self._jobs.items() if not job.done()),
         }

@@ -59,6 +59,15 @@ def test_cold_start_uses_a_prepared_host_and_the_dram_tier(
     _wait(lambda: all(n["engine_hosts"]["ready"] >= 1 for n in _nodes(admin)), 120, "a prepared host")
     slow_before = sum(n["engine_hosts"]["slow_claims"] for n in _nodes(admin))
     assert replicas(MODEL) == {}
+    # Placement: the one node, where the checkpoint is in DRAM, estimated and preferred.
+    (node,) = [n["node_id"] for n in _nodes(admin)]
+    placement = admin.get(f"/v1/admin/models/{MODEL}").json()["placement"]
+    assert placement["estimates"][0]["node_id"] == node and placement["estimates"][0]["tier"] == "dram"
+    _wait(
+        lambda: admin.get(f"/v1/admin/models/{MODEL}").json()["placement"]["preferred_node"] == node,
+        30,
+        "the replica steered to the node",
+    )
     _ask(client)
     record = _record()
     host = record["host"]

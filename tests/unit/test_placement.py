@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from sllm_ray.control.placement import BUILD_S, DISK, DRAM, HOT, REMOTE, WAKE_S, NodeState, estimate, rank
+from sllm_ray.control.placement import (
+    BUILD_S,
+    DISK,
+    DRAM,
+    HOT,
+    REMOTE,
+    WAKE_S,
+    NodeState,
+    estimate,
+    fits,
+    rank,
+)
 
 GB = 10**9
 BW = {"dram": 10 * GB, "disk": 1 * GB, "network": 0.5 * GB}
@@ -55,3 +66,13 @@ def test_ranking_prefers_the_soonest_ready_node() -> None:
     # Ties go by node id, so the choice is stable.
     assert [e.node_id for e in rank([NodeState("z"), NodeState("y")], KEYS, "fp", GB)] == ["y", "z"]
     assert rank(nodes, KEYS, "fp", GB)[0].to_json() == {"node_id": "a", "tier": REMOTE, "seconds": 2.3}
+
+
+def test_a_node_fits_a_replica_only_with_every_resource_free() -> None:
+    free = {"CPU": 2.0, "GPU": 1.0, "memory": 8e9, "accel_a100": 1.0}
+    assert fits(free, {"num_cpus": 1, "num_gpus": 1})
+    assert fits(free, {"num_cpus": 0, "num_gpus": 0, "memory": 4e9, "resources": {"accel_a100": 1}})
+    assert not fits(free, {"num_cpus": 3})
+    assert not fits(free, {"num_cpus": 1, "num_gpus": 2})
+    assert not fits(free, {"num_cpus": 1, "resources": {"node_that_does_not_exist": 1}})
+    assert not fits({}, {"num_cpus": 1})

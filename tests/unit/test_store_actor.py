@@ -72,10 +72,10 @@ def test_checkpoint_keys_follow_the_source() -> None:
 
 
 def test_engine_spec_points_vllm_at_the_store() -> None:
-    plain = EngineSpec("m", "/src", {"max_model_len": 64})
+    plain = EngineSpec("m", "/src", {"max_model_len": 64}, "fp")
     assert plain.vllm_kwargs() == {"max_model_len": 64} and plain.engine_source() == "/src"
     weights = {"checkpoint": "/disk/m", "dram_dir": "/shm/m"}
-    stored = EngineSpec("m", "/src", {"max_model_len": 64}, tier=DRAM, weights=weights)
+    stored = EngineSpec("m", "/src", {"max_model_len": 64}, "fp", tier=DRAM, weights=weights)
     assert stored.engine_source() == "/disk/m"
     assert stored.vllm_kwargs() == {
         "max_model_len": 64,
