@@ -183,6 +183,12 @@ class AppConfig(_Strict):
     engine_hosts_per_node: int = Field(
         1, ge=0, description="Engine hosts kept prepared (vLLM imported) on each node, ahead of demand."
     )
+    store_prefetch_nodes: int | None = Field(
+        None,
+        ge=1,
+        description="Nodes whose checkpoint store converts and prefetches each model into DRAM when it "
+        "is registered (default: every node); other nodes copy it from a peer when a replica needs it.",
+    )
     engine_sleepers_per_node: int = Field(
         2,
         ge=0,

@@ -26,6 +26,10 @@ from sllm_ray.store.store_actor import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
+# A node label naming the node's own folder under ``<data_dir>/store``: for nodes that share
+# the filesystem holding ``data_dir`` (several Ray nodes on one machine, a network disk).
+DISK_LABEL = "sllm-ray/disk"
+
 
 def _keys(config: ModelConfig) -> set[str]:
     """The model's checkpoint keys in a store: by name, and its engine layout."""
@@ -49,8 +53,9 @@ class NodeServices:
         self._nodes: dict[str, _Node] = {}
         self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
         self._pools: dict[str, dict[str, Any]] = {}  # node id -> pool status
+        self._preparing: set[asyncio.Task[None]] = set()
 
-    def _start(self, node_id: str, alive: set[str]) -> _Node:
+    def _start(self, node_id: str, alive: set[str], disk: str | None) -> _Node:
         config = self._config
         pinned = {
             "num_cpus": 0,
@@ -70,7 +75,7 @@ class NodeServices:
             .remote(
                 self._app,
                 node_id,
-                str(self._store_dir),
+                str(self._store_dir / disk if disk else self._store_dir),
                 self._config.store_dram_dir,
                 self._config.store_dram_bytes,
                 alive,
@@ -81,18 +86,39 @@ class NodeServices:
 
     def ensure(self) -> None:
         """One pool and one store on every live node."""
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        labels = {n["NodeID"]: n.get("Labels") or {} for n in ray.nodes() if n["Alive"]}
+        alive = set(labels)
         for node_id in alive - set(self._nodes):
-            self._nodes[node_id] = self._start(node_id, alive)
+            self._nodes[node_id] = self._start(node_id, alive, labels[node_id].get(DISK_LABEL))
         for node_id in set(self._nodes) - alive:
             del self._nodes[node_id]
             self._reports.pop(node_id, None)
             self._pools.pop(node_id, None)
 
     def prepare(self, config: ModelConfig) -> None:
-        """Convert and prefetch the model on every node, in the background."""
-        for node in self._nodes.values():
-            node.store.prepare.remote(config.model, config.model_source, engine_layout(config.engine_kwargs))
+        """Convert and prefetch the model, in the background, on ``store_prefetch_nodes``
+        nodes (default: all)."""
+        task = asyncio.get_running_loop().create_task(self._prepare(config))
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
+
+    async def _prepare(self, config: ModelConfig) -> None:
+        """One node first, one that holds the checkpoint already if any: the others then
+        copy it from that node's store instead of reading the source again."""
+        key = checkpoint_key(config.model, config.model_source)
+        nodes = sorted(
+            self._nodes.items(),
+            key=lambda item: (key not in self._reports.get(item[0], {}).get("disk", {}), item[0]),
+        )
+        nodes = nodes[: self._config.store_prefetch_nodes or len(nodes)]
+        args = (config.model, config.model_source, engine_layout(config.engine_kwargs))
+        for batch in (nodes[:1], nodes[1:]):
+            results = await asyncio.gather(
+                *(n.store.prepare.remote(*args) for _, n in batch), return_exceptions=True
+            )
+            for (node_id, _), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    logger.error("could not prepare %s on node %s: %s", config.model, node_id, result)
 
     def forget(self, config: ModelConfig) -> None:
         for node in self._nodes.values():

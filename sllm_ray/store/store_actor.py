@@ -7,6 +7,11 @@ background, logging progress; ``locate`` answers at once with the fastest tier t
 it, which is all a starting replica waits for. The actor restarts if it dies and finds
 its disk tier again; what it held in DRAM is prefetched again on the next ``prepare``.
 
+A checkpoint missing on a node is copied from a peer's store when one holds it (a Ray
+streaming call between the two stores, in ``COPY_CHUNK_BYTES`` pieces), and converted
+from the source only when none does: a model is read from its source once per cluster
+(the manager prepares it on one node first, then on the others).
+
 A model has two kinds of copies here: the converted checkpoint, with Hugging Face names,
 which any engine can load; and, once an engine has loaded it, that engine's layout
 (``<key>.<layout>``, written by the load format in ``store_loader``), which later engines
@@ -20,11 +25,22 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import NODE_PREFIX, checkpoint_key, dram_folder, dram_folder_node, layout_key
+from sllm_ray.names import (
+    NAMESPACE,
+    NODE_PREFIX,
+    checkpoint_key,
+    dram_folder,
+    dram_folder_node,
+    layout_key,
+    store_name,
+)
 from sllm_ray.store.bandwidth import measure
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
@@ -39,6 +55,8 @@ from sllm_ray.store.dram_tier import BudgetError, DramTier
 from sllm_ray.store.locate import DISK, DRAM, SOURCE
 
 logger = logging.getLogger(__name__)
+
+COPY_CHUNK_BYTES = 64 << 20
 
 
 def _local_source(source: str) -> Path:
@@ -73,6 +91,7 @@ class CheckpointStore:
         alive_node_ids: set[str],
     ) -> None:
         configure_logging()
+        self._app = app
         self._node_id = node_id
         self._disk_root = Path(disk_root)
         self._disk_root.mkdir(parents=True, exist_ok=True)
@@ -81,6 +100,7 @@ class CheckpointStore:
         self._bandwidth = measure(self._disk_root, self._dram.root)
         self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._queued: dict[str, int] = {}  # key being prepared -> bytes still to move
+        self._origins: dict[str, str] = {}  # key -> where this store got it: source, node id
         for partial in self._disk_root.glob(f"*{PARTIAL}*"):  # writes a crash cut short
             shutil.rmtree(partial, ignore_errors=True)
         logger.info(
@@ -155,7 +175,7 @@ class CheckpointStore:
     async def _prepare(self, model: str, source: str, layout: str | None) -> dict[str, Any]:
         started = time.monotonic()
         key = checkpoint_key(model, source)
-        if not self._on_disk(key):
+        if not self._on_disk(key) and not await self._copy_from_peer(key):
             logger.info("store: converting %s from %s", model, source)
             local = await asyncio.to_thread(_local_source, source)
             self._queued[key] = sum(p.stat().st_size for p in local.glob("*.safetensors"))
@@ -163,6 +183,7 @@ class CheckpointStore:
                 await asyncio.to_thread(convert, local, self._disk_dir(key))
             finally:
                 del self._queued[key]
+            self._origins[key] = SOURCE
         if layout is not None and self._on_disk(layout_key(model, source, layout)):
             key = layout_key(model, source, layout)
         try:
@@ -181,6 +202,67 @@ class CheckpointStore:
             time.monotonic() - started,
         )
         return {"model": model, "key": key, "tier": tier, "bytes": size}
+
+    def holds(self, key: str) -> int | None:
+        """The size of a whole disk copy of ``key`` here, or None (a peer asking)."""
+        return data_bytes(rank_dir(self._disk_dir(key))) if self._on_disk(key) else None
+
+    async def read(self, key: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Every file of the disk copy of ``key``, as (relative path, piece) in order: a
+        peer's store copies it from here (streamed through Ray's object store)."""
+        folder = self._disk_dir(key)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = str(path.relative_to(folder))
+            with open(path, "rb") as f:
+                yield relative, b""  # the file exists even when it is empty
+                while piece := await asyncio.to_thread(f.read, COPY_CHUNK_BYTES):
+                    yield relative, piece
+
+    def _peers(self) -> list[tuple[str, Any]]:
+        """(node id, store) of this app's stores on the other live nodes (none outside Ray)."""
+        peers: list[tuple[str, Any]] = []
+        for node in ray.nodes() if ray.is_initialized() else ():
+            if node["Alive"] and node["NodeID"] != self._node_id:
+                try:
+                    store = ray.get_actor(store_name(self._app, node["NodeID"]), namespace=NAMESPACE)
+                except ValueError:
+                    continue
+                peers.append((node["NodeID"], store))
+        return peers
+
+    async def _copy_from_peer(self, key: str) -> bool:
+        """Copy ``key`` from the first peer store that holds it; False when none does."""
+        peers = self._peers()
+        sizes = await asyncio.gather(*(p.holds.remote(key) for _, p in peers), return_exceptions=True)
+        holders = [(*peer, size) for peer, size in zip(peers, sizes, strict=True) if isinstance(size, int)]
+        for peer_node, peer, size in holders:
+            staging = self._disk_root / f"{key}{PARTIAL}-copy"
+            shutil.rmtree(staging, ignore_errors=True)
+            self._queued[key] = size
+            started = time.monotonic()
+            try:
+                async for ref in peer.read.options(num_returns="streaming").remote(key):
+                    relative, piece = await ref
+                    path = staging / relative
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(path, "ab") as f:
+                        f.write(piece)
+                check_complete(rank_dir(staging), read_index(rank_dir(staging)))
+                staging.rename(self._disk_dir(key))
+            except (ray.exceptions.RayError, OSError, CheckpointError) as exc:
+                logger.warning("store: copying %s from a peer failed (%s): trying the next", key, exc)
+                shutil.rmtree(staging, ignore_errors=True)
+                continue
+            finally:
+                self._queued.pop(key, None)
+            seconds = time.monotonic() - started
+            self._bandwidth["network"] = size / max(seconds, 1e-6)
+            self._origins[key] = peer_node
+            logger.info(
+                "store: copied %s (%.1f MB) from node %s in %.2f s", key, size / 1e6, peer_node, seconds
+            )
+            return True
+        return False
 
     def forget(self, model: str, source: str) -> None:
         """Drop the model and its engine layouts from DRAM (the disk copies stay for a
@@ -201,5 +283,6 @@ class CheckpointStore:
             "disk": self._disk(),
             "bandwidth": self._bandwidth,
             "queued_bytes": sum(self._queued.values()),
+            "origins": dict(self._origins),
             "preparing": sorted(k for k, job in self._jobs.items() if not job.done()),
         }
