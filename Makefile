@@ -30,7 +30,8 @@ run: setup demo-model
 	$(VENV)/bin/serve run configs/serve.yaml
 
 test: setup
-	$(VENV)/bin/pytest -v -rs tests
+	$(VENV)/bin/pytest -v -rs tests/unit tests/e2e
+	$(VENV)/bin/pytest -v -rs tests/cluster  # its own session: a process joins one Ray cluster
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit

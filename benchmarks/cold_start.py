@@ -10,11 +10,14 @@ In one run on one machine, for the same locally made model:
   default autoscaling metrics, called through its own handle (one hop fewer).
 
 For each, ``--runs`` cold starts (the first right after deployment, the rest after the
-model went back to zero), with the phases of each from the replicas' and engine hosts'
-own records and Serve's controller log (wall-clock times relative to sending the
-request): demand seen (Serve's autoscaler decides to scale up from zero), replica
-scheduled (its constructor runs), engine host claimed, engine build started, weights
-loaded, engine ready; and first token. Then warm time to first token for both, each at
+model went back to zero; sllm_ray's with ``keep_asleep: false``, so each builds an
+engine), and for sllm_ray as many hot starts (a second copy of the model whose engine
+sleeps in its host while the model is at zero, and is woken instead of built), with the
+phases of each from the replicas' and engine hosts' own records and Serve's controller
+log (wall-clock times relative to sending the request): demand seen (Serve's autoscaler
+decides to scale up from zero), replica scheduled (its constructor runs), engine host
+claimed, engine build started, weights loaded (or engine woken), engine ready; and first
+token. Then warm time to first token for both, each at
 its model deployment, and sllm_ray's also through its ingress, the requests to the three
 interleaved. Prints one JSON line and a table. ``python benchmarks/cold_start.py --runs 5``.
 """
@@ -35,6 +38,7 @@ from typing import Any
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tiny"
+HOT_MODEL = "tiny-hot"  # the same model, its engine kept asleep when it goes back to zero
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
 BODY = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 8, "stream": True}
 
@@ -140,6 +144,26 @@ def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any
     }
 
 
+def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
+    """A start from zero replicas with the model's engine asleep on the node."""
+    from ray import serve
+
+    deployment = f"model:{HOT_MODEL}"
+    wait_for(lambda: replica_count(model_app, deployment) == 0, 120, "the hot model to scale to zero")
+    wait_for(sleeping, 60, "the hot model's engine asleep")
+    t0 = time.time()
+    ttft = first_token(handle.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))
+    record = serve.get_deployment_handle(deployment, app_name=model_app).record.remote().result()
+    marks = {
+        "demand_seen": demand_seen_at(model_app, deployment, t0),
+        "replica_scheduled": record["replica_started_at"],
+        "host_claimed": record["host_claimed_at"],
+        "engine_woken": record["host"]["woke_at"],
+        "engine_ready": record["engine_ready_at"],
+    }
+    return {"ttft_s": round(ttft, 3), "tier": "hot", "phases": _phases(t0, marks)}
+
+
 def cold_run_baseline(handle: Any) -> dict[str, Any]:
     wait_for(lambda: replica_count("baseline", "PlainServer") == 0, 300, "the baseline to scale to zero")
     t0 = time.time()
@@ -208,16 +232,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "model_roots": [str(model_dir.parent)],
         "models": [
             {
-                "model": MODEL,
+                "model": name,
                 "model_source": str(model_dir),
                 "engine_kwargs": ENGINE_KWARGS,
                 "autoscaling": keep_alive,
+                "keep_asleep": name == HOT_MODEL,
             }
+            for name in (MODEL, HOT_MODEL)
         ],
     }
     sllm = serve.run(build_app(config), name="sllm", route_prefix="/")
     manager = serve.get_deployment_handle("model-manager", app_name="sllm")
     model_app = model_app_name("sllm", MODEL)
+    hot_app = model_app_name("sllm", HOT_MODEL)
 
     def nodes() -> list[dict[str, Any]]:
         return manager.nodes.remote().result()
@@ -227,6 +254,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     def in_dram() -> bool:
         return all(n["store"] and n["store"]["dram"]["checkpoints"] for n in nodes())
+
+    def hot_asleep() -> bool:
+        return any(s["model"] == HOT_MODEL for n in nodes() for s in n["engine_hosts"]["sleeping"])
 
     wait_for(lambda: pool_ready() and in_dram(), 180, "the engine host pool and the DRAM tier")
 
@@ -245,9 +275,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "model": str(model_dir)}
     sllm_runs = [cold_run_sllm(sllm, model_app, pool_ready) for _ in range(args.runs)]
     print(f"sllm_ray cold runs: {[r['ttft_s'] for r in sllm_runs]}", file=sys.stderr)
+    wait_for(pool_ready, 120, "a prepared engine host")
+    first_token(sllm.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))  # builds it
+    hot_runs = [hot_run_sllm(sllm, hot_app, hot_asleep) for _ in range(args.runs)]
+    print(f"sllm_ray hot runs: {[r['ttft_s'] for r in hot_runs]}", file=sys.stderr)
     base_runs = [cold_run_baseline(baseline) for _ in range(args.runs)]
     print(f"baseline cold runs: {[r['ttft_s'] for r in base_runs]}", file=sys.stderr)
     result["sllm_ray"] = summary(sllm_runs)
+    result["sllm_ray_hot"] = summary(hot_runs)
     result["baseline"] = summary(base_runs)
     # Warm: each system's model deployment called directly (sllm_ray's replica forwards
     # to its engine host: one hop more), and sllm_ray through its ingress as users call it.
@@ -277,17 +312,28 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [("", "sllm_ray", "baseline")]
-    for key in ("first_ttft_s", "repeated_ttft_p50_s", "ttft_p50_s", "warm_ttft_p50_s"):
-        rows.append((key, str(result["sllm_ray"][key]), str(result["baseline"][key])))
-    rows.append(("warm_ttft_via_ingress_p50_s", str(result["sllm_ray"]["warm_ttft_via_ingress_p50_s"]), "-"))
-    phases = ("demand_seen", "replica_scheduled", "host_claimed", "engine_build_started")
-    for phase in (*phases, "weights_loaded", "engine_ready"):
-        s = result["sllm_ray"]["phases_p50_s"].get(phase, "-")
-        b = result["baseline"]["phases_p50_s"].get(phase, "-")
-        rows.append((f"p50 {phase} at (s)", str(s), str(b)))
-    rows.append(("speedup (cold p50)", f"{result['speedup_p50']}x", ""))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    sides = ("sllm_ray", "sllm_ray_hot", "baseline")
+    rows = [("", "sllm_ray cold", "sllm_ray hot", "baseline")]
+    for key in ("first_ttft_s", "repeated_ttft_p50_s", "ttft_p50_s"):
+        rows.append((key, *(str(result[side][key]) for side in sides)))
+    rows.append(
+        (
+            "warm_ttft_p50_s",
+            str(result["sllm_ray"]["warm_ttft_p50_s"]),
+            "-",
+            str(result["baseline"]["warm_ttft_p50_s"]),
+        )
+    )
+    rows.append(
+        ("warm_ttft_via_ingress_p50_s", str(result["sllm_ray"]["warm_ttft_via_ingress_p50_s"]), "-", "-")
+    )
+    phases = ("demand_seen", "replica_scheduled", "host_claimed", "engine_build_started", "weights_loaded")
+    for phase in (*phases, "engine_woken", "engine_ready"):
+        rows.append(
+            (f"p50 {phase} at (s)", *(str(result[side]["phases_p50_s"].get(phase, "-")) for side in sides))
+        )
+    rows.append(("speedup (cold p50)", f"{result['speedup_p50']}x", "", ""))
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows)
 
 

@@ -1,0 +1,35 @@
+"""The cluster configurations pass Ray's and Serve's own validation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["ray-cluster.yaml", "ray-cluster.local.yaml"])
+def test_ray_up_configs_pass_rays_validation(name: str) -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster" / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` runs first
+    broken = {**config, "head_node_typo": "head"}
+    with pytest.raises(Exception, match="head_node_typo"):
+        validate_config(prepare_config(broken))
+
+
+def test_the_rayservice_serves_configs_serve_yaml() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    service = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    assert service["kind"] == "RayService"
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    # The same as configs/serve.yaml but for the address the proxy listens on.
+    expected = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    expected["http_options"]["host"] = "0.0.0.0"
+    assert serve_config == expected
