@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -73,6 +74,11 @@ class AutoscalingConfig(_Strict):
         }
 
 
+def engine_workers(engine_kwargs: dict[str, Any]) -> int:
+    """Model workers an engine runs: tensor-parallel size times pipeline-parallel size."""
+    return math.prod(int(engine_kwargs.get(k, 1)) for k in ("tensor_parallel_size", "pipeline_parallel_size"))
+
+
 class ResourceConfig(_Strict):
     """What one replica of the model reserves from Ray."""
 
@@ -90,6 +96,17 @@ class ResourceConfig(_Strict):
         if self.custom:
             options["resources"] = dict(self.custom)
         return options
+
+    def placement_bundles(self, workers: int) -> list[dict[str, float]]:
+        """The replica's placement group for an engine of ``workers`` model workers: one
+        bundle per worker, each an equal share of the CPUs and GPUs (GPU bundles on GPUs,
+        CPU bundles otherwise); memory and custom resources in the first, the replica's."""
+        share = {"CPU": self.num_cpus / workers, "GPU": self.num_gpus / workers}
+        bundles = [{k: v for k, v in share.items() if v} for _ in range(workers)]
+        if self.memory_bytes is not None:
+            bundles[0]["memory"] = self.memory_bytes
+        bundles[0].update(self.custom)
+        return bundles
 
 
 class ModelConfig(_Strict):

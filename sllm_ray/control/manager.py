@@ -21,7 +21,7 @@ import ray
 from pydantic import ValidationError
 from ray import serve
 
-from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate, engine_workers
 from sllm_ray.control.nodes import NodeServices
 from sllm_ray.control.registry import (
     DELETING,
@@ -57,6 +57,13 @@ def _engine_arg_names() -> list[str]:
     from sllm_ray.engine.openai_engine import engine_arg_names
 
     return engine_arg_names()
+
+
+def _steerable(config: ModelConfig) -> bool:
+    """Serve applies a node preference to every replica and waits for the preferred node
+    while it is busy: only a model with one replica at most is steered. Serve takes no
+    fallback for a placement group, so models with several workers are not either."""
+    return config.autoscaling.max_replicas == 1 and engine_workers(config.engine_kwargs) == 1
 
 
 class ModelManager:
@@ -129,9 +136,7 @@ class ModelManager:
         yet, and an admin call must not wait on either."""
         self._nodes.prepare(config)  # convert and prefetch on every node, in the background
         estimates = self._nodes.placement(config)
-        # Serve applies a node preference to every replica, and waits for the preferred
-        # node while it is busy: only a model with one replica at most is steered.
-        steer = estimates and config.autoscaling.max_replicas == 1
+        steer = estimates and _steerable(config)
         preferred = estimates[0].node_id if steer else None
         app = build_model_deployment(config, self._owner, preferred)
         target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
@@ -152,7 +157,7 @@ class ModelManager:
         apps = (await asyncio.to_thread(serve.status)).applications
         for record in records:
             estimates = self._nodes.placement(record.config)
-            if record.state == DELETING or not estimates or record.config.autoscaling.max_replicas != 1:
+            if record.state == DELETING or not estimates or not _steerable(record.config):
                 continue
             best = estimates[0]
             if best.node_id == self._preferred.get(record.name):

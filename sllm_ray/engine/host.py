@@ -51,6 +51,9 @@ class EngineSpec:
     device_ids: tuple[str, ...] = ()
     # Whether the engine sleeps in the node's pool when its replica goes, or exits.
     keep_asleep: bool = True
+    # The replica's placement group when the engine has several workers: vLLM starts them
+    # in its bundles (untested on GPUs).
+    placement_group: Any = None
     # Filled in by the host from its node's checkpoint store (``CheckpointStore.locate``):
     # the fastest tier and the load format's config naming the copies; none: the source.
     tier: str = "source"
@@ -181,7 +184,13 @@ class EngineHost:
         self._record.fingerprint = spec.fingerprint
         self._record.tier = spec.tier
         self._record.engine_started_at = time.time()
-        engine = self._engine_cls(spec.model, spec.engine_source(), spec.vllm_kwargs(), in_process=True)
+        engine = self._engine_cls(
+            spec.model,
+            spec.engine_source(),
+            spec.vllm_kwargs(),
+            in_process=True,
+            placement_group=spec.placement_group,
+        )
         await engine.start()
         self._engine = engine
         self._record.engine_ready_at = time.time()

@@ -13,13 +13,13 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
 
+from sllm_ray.config import engine_workers
 from sllm_ray.engine import vllm_compat as vc
 from sllm_ray.engine.inproc_core import inproc_engine_core
 from sllm_ray.protocol import Endpoint, ResponseHead
@@ -51,15 +51,23 @@ class OpenAIEngine:
     """One model's vLLM ``AsyncLLM`` with vLLM's OpenAI serving objects on top."""
 
     def __init__(
-        self, model: str, model_source: str, engine_kwargs: dict[str, Any], *, in_process: bool = False
+        self,
+        model: str,
+        model_source: str,
+        engine_kwargs: dict[str, Any],
+        *,
+        in_process: bool = False,
+        placement_group: Any = None,
     ) -> None:
         self.model = model
         self._in_process = in_process
-        parallel = ("tensor_parallel_size", "pipeline_parallel_size")
-        workers = math.prod(engine_kwargs.get(k, 1) for k in parallel)
-        if in_process and workers == 1:
-            # The model worker in this process too; with several, vLLM's own executor.
+        self._placement_group = placement_group
+        if in_process and engine_workers(engine_kwargs) == 1:
+            # The model worker in this process too.
             engine_kwargs = {"distributed_executor_backend": "uni", **engine_kwargs}
+        elif placement_group is not None:
+            # Several workers: Ray actors in the replica's placement group, one per bundle.
+            engine_kwargs = {"distributed_executor_backend": "ray", **engine_kwargs}
         self._engine_args, self._args = build_vllm_args(model, model_source, engine_kwargs)
         self._llm: Any = None
         self._chat: Any = None
@@ -80,6 +88,8 @@ class OpenAIEngine:
             mark = now
 
         vllm_config = self._engine_args.create_engine_config(usage_context=vc.UsageContext.OPENAI_API_SERVER)
+        if self._placement_group is not None:  # untested on GPUs
+            vllm_config.parallel_config.placement_group = self._placement_group
         lap("config_s")
         with inproc_engine_core() if self._in_process else contextlib.nullcontext():
             self._llm = vc.AsyncLLM.from_vllm_config(

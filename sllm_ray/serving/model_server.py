@@ -20,8 +20,9 @@ import ray
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
+from ray.util import get_current_placement_group
 
-from sllm_ray.config import ModelConfig
+from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine.channel import ChannelClient
 from sllm_ray.engine.host import EngineSpec, start_host
 from sllm_ray.log_setup import configure_logging
@@ -56,7 +57,11 @@ class ModelServer:
         self._replica = serve.get_replica_context().replica_id.unique_id
         context = ray.get_runtime_context()
         node_id = context.get_node_id()
-        devices = tuple(str(i) for i in ray.get_gpu_ids())  # this replica's reservation
+        if engine_workers(config.engine_kwargs) == 1:
+            # The host's one worker uses this replica's reservation.
+            devices, group = tuple(str(i) for i in ray.get_gpu_ids()), None
+        else:  # the workers run in this replica's placement group, each in its bundle
+            devices, group = (), get_current_placement_group()
         spec = EngineSpec(
             config.model,
             config.model_source,
@@ -64,6 +69,7 @@ class ModelServer:
             config.engine_fingerprint(),
             devices,
             config.keep_asleep,
+            group,
         )
         self._host = await _claim_host(owner_app, node_id, self._replica, spec.fingerprint)
         self._timeline["host_claimed_at"] = time.time()
@@ -140,7 +146,14 @@ def build_model_deployment(
     when it can; elsewhere when it cannot.
     """
     actor_options = config.resources.to_ray_actor_options()
-    if preferred_node is not None:
+    group: dict[str, Any] = {}
+    workers = engine_workers(config.engine_kwargs)
+    if workers > 1:
+        # One bundle per model worker, all on one node; the replica sits in the first.
+        bundles = config.resources.placement_bundles(workers)
+        group = {"placement_group_bundles": bundles, "placement_group_strategy": "STRICT_PACK"}
+        actor_options = {"num_cpus": bundles[0].get("CPU", 0), "num_gpus": bundles[0].get("GPU", 0)}
+    elif preferred_node is not None:
         actor_options["label_selector"] = {NODE_ID_LABEL: preferred_node}
         actor_options["fallback_strategy"] = [{"label_selector": {}}]
     deployment = serve.deployment(ModelServer).options(
@@ -151,6 +164,7 @@ def build_model_deployment(
         max_queued_requests=config.max_queued_requests or -1,
         ray_actor_options=actor_options,
         request_router_config=RequestRouterConfig(request_router_class=LocalFirstRouter),
+        **group,
         # The engine build is the slow part of a replica's start; Serve's default
         # health-check period would otherwise probe a half-built engine.
         health_check_period_s=10,
