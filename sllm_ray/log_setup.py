@@ -2,16 +2,36 @@
 
 Ray and Serve configure their own loggers only; without this, sllm_ray's INFO lines
 (conversions, prefetches, engine builds, cold-start phases) would go nowhere. The level
-comes from ``LOG_LEVEL`` (default INFO). Lines go to stderr, which Ray keeps in the
-worker's log file and forwards to the driver.
+comes from ``LOG_LEVEL`` (default INFO), the format from ``LOG_FORMAT``: ``text``
+(default) or ``json``, one object per line with ``time``, ``level``, ``logger``,
+``message`` and the record's fields (a request line's ``model``, ``status``, ``tokens``,
+``ttft_s``, ``latency_s``, ``start``), for log pipelines. Lines go to stderr, which Ray
+keeps in the worker's log file and forwards to the driver.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s -- %(message)s"
+# Attributes every LogRecord has: what is left are the fields a call passed in ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{k: v for k, v in vars(record).items() if k not in _STANDARD},
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
 
 
 def configure_logging() -> None:
@@ -20,7 +40,8 @@ def configure_logging() -> None:
     if getattr(logger, "_sllm_ray_configured", False):
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    json_lines = os.environ.get("LOG_FORMAT", "text").lower() == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     logger.propagate = False

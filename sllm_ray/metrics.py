@@ -77,13 +77,24 @@ def metric(name: str) -> Any:
     return metrics.Histogram(name, description=description, boundaries=buckets, tag_keys=tags)
 
 
+def _recording() -> bool:
+    """Ray metrics exist only in Ray processes; the same code also runs in plain ones
+    (tests, benchmarks), where nothing is recorded."""
+    import ray
+
+    return ray.is_initialized()
+
+
 def count(name: str, tags: dict[str, str], value: float = 1.0) -> None:
-    metric(name).inc(value, tags=tags)
+    if _recording() and value:
+        metric(name).inc(value, tags=tags)
 
 
 def observe(name: str, tags: dict[str, str], value: float) -> None:
-    metric(name).observe(value, tags=tags)
+    if _recording():
+        metric(name).observe(value, tags=tags)
 
 
 def set_gauge(name: str, tags: dict[str, str], value: float) -> None:
-    metric(name).set(value, tags=tags)
+    if _recording():
+        metric(name).set(value, tags=tags)

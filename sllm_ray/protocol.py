@@ -43,10 +43,12 @@ ACCEPT_WINDOW_S = 0.005
 
 @dataclass(frozen=True)
 class Accepted:
-    """A replica has the request; ``replica`` says which one; ``head`` when it was ready."""
+    """A replica has the request; ``replica`` says which one; ``head`` when it was ready.
+    ``start``: cold or hot when the request waited for this replica to start, else warm."""
 
     replica: str
     head: ResponseHead | None = None
+    start: str = "warm"
 
 
 SSE_DONE = "data: [DONE]\n\n"

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray's metrics export, read by the metrics tests: every process reports each second.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+METRICS_PORT = 18080
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +32,7 @@ def ray_session() -> Iterator[None]:
         num_cpus=8,  # logical: several replicas share the 2 real cores
         object_store_memory=256 * 1024**2,
         include_dashboard=False,
+        _metrics_export_port=METRICS_PORT,
         # No job runtime_env: every replica would inherit it, and Ray starts workers with
         # one (instead of taking prestarted ones) about 0.3 s slower: a cold-start cost.
     )
@@ -37,3 +41,9 @@ def ray_session() -> Iterator[None]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(ray_session: None) -> str:
+    """Ray's Prometheus export on this node: sllm_ray's metrics among Ray's."""
+    return f"http://127.0.0.1:{METRICS_PORT}/metrics"

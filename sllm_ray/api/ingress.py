@@ -22,7 +22,9 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from sllm_ray import metrics
 from sllm_ray.api import compat
+from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.errors import error_response, install_error_handlers
 from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
@@ -70,10 +72,17 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
 class _Reply:
     """A forwarded request once its replica answered: the head and, for a stream, the rest."""
 
-    def __init__(self, replica: str, head: ResponseHead, events: DeploymentResponseGenerator) -> None:
+    def __init__(
+        self, replica: str, head: ResponseHead, events: DeploymentResponseGenerator, log: RequestLog
+    ) -> None:
         self.replica = replica
         self.head = head
         self.events = events
+        self.log = log
+        if head.body is not None:  # whole: accounted for now
+            if head.status == 200:
+                log.whole(head.body)
+            log.close(head.status)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -85,13 +94,17 @@ class _Reply:
         the HTTP status is already sent."""
         try:
             async for event in self.events:
+                self.log.event(event)
                 yield event
+            self.log.close(200)
         except Exception as exc:  # the replica died or the engine failed mid-stream
             logger.exception("stream failed")
+            self.log.close(500)
             err = OpenAIError(f"stream interrupted: {type(exc).__name__}: {exc}")
             yield f"data: {error_response(err).body.decode()}\n\n"
             yield SSE_DONE
         finally:
+            self.log.close(499)  # the client went away mid-stream (nginx's code for it)
             self.events.cancel()
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
@@ -116,6 +129,7 @@ class OpenAIIngress:
         self._owner = serve.get_replica_context().app_name
         self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(self._model_handle)
         self._touched: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}  # model -> requests waiting for a replica
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
             logger.warning(
@@ -154,13 +168,16 @@ class OpenAIIngress:
             self._touched[model] = now
             self._manager.touch.remote(model)
 
-    async def _forward(self, endpoint: Endpoint, body: dict[str, Any]) -> _Reply:
+    async def _forward(self, endpoint: Endpoint, body: dict[str, Any], log: RequestLog) -> _Reply:
         config, handle = await self._resolve(body)
+        log.model = config.model
         body = apply_max_tokens_limit(body, config.max_tokens_limit)
         self._touch(config.model)
         events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(endpoint, body)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         retry_after = self._config.retry_after_s
+        self._waiting[config.model] = self._waiting.get(config.model, 0) + 1
+        metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         try:
             accepted = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
         except TimeoutError:
@@ -173,9 +190,27 @@ class OpenAIIngress:
                 f"model `{config.model}` has {config.max_queued_requests} requests waiting; retry later",
                 retry_after,
             ) from None
+        finally:
+            self._waiting[config.model] -= 1
+            metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         assert isinstance(accepted, Accepted), accepted
+        log.start = accepted.start
         head = accepted.head or await events.__anext__()
-        return _Reply(accepted.replica, head, events)
+        return _Reply(accepted.replica, head, events, log)
+
+    async def _accounted(self, endpoint: Endpoint, body: dict[str, Any] | Request) -> _Reply:
+        """Forward a generation request (an HTTP one's body parsed here), accounting for it
+        whatever happens."""
+        log = RequestLog("unknown", endpoint.value)  # an unknown model is not a label
+        try:
+            data = await self._body(body) if isinstance(body, Request) else body
+            return await self._forward(endpoint, data, log)
+        except OpenAIError as exc:
+            log.close(exc.status)
+            raise
+        except Exception:
+            log.close(500)
+            raise
 
     # Python API (through the deployment handle).
 
@@ -196,7 +231,7 @@ class OpenAIIngress:
     async def _python_reply(
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        reply = await self._forward(endpoint, body)
+        reply = await self._accounted(endpoint, body)
         if reply.head.status != 200:
             raise OpenAIError.from_body(reply.head.status, reply.head.body or {})
         if reply.head.body is not None:
@@ -209,7 +244,7 @@ class OpenAIIngress:
         return parse_json_body(await request.body(), self._config.max_request_body_bytes)
 
     async def _http_reply(self, endpoint: Endpoint, request: Request) -> Response:
-        reply = await self._forward(endpoint, await self._body(request))
+        reply = await self._accounted(endpoint, request)
         if reply.head.body is not None:
             return JSONResponse(reply.head.body, status_code=reply.head.status, headers=reply.headers)
         return StreamingResponse(reply.sse(), media_type="text/event-stream", headers=reply.headers)

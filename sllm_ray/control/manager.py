@@ -21,6 +21,7 @@ import ray
 from pydantic import ValidationError
 from ray import serve
 
+from sllm_ray import metrics
 from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate, engine_workers
 from sllm_ray.control.nodes import NodeServices
 from sllm_ray.control.registry import (
@@ -150,11 +151,10 @@ class ModelManager:
             ", ".join(f"{e.node_id[:8]} {e.tier} {e.seconds:.2f}s" for e in estimates) or "no node yet",
         )
 
-    async def _steer(self, records: list[ModelRecord]) -> None:
+    async def _steer(self, records: list[ModelRecord], apps: dict[str, Any]) -> None:
         """Point each model at zero replicas at the node where its next replica would be
         ready soonest (a sleeping engine, its checkpoint in DRAM, ...). Only at zero: a
         new preference is a new replica option, which Serve applies by replacing replicas."""
-        apps = (await asyncio.to_thread(serve.status)).applications
         for record in records:
             estimates = self._nodes.placement(record.config)
             if record.state == DELETING or not estimates or not _steerable(record.config):
@@ -162,9 +162,7 @@ class ModelManager:
             best = estimates[0]
             if best.node_id == self._preferred.get(record.name):
                 continue
-            app = apps.get(self._app(record.name))
-            deployment = app.deployments.get(record.config.deployment_name) if app else None
-            if deployment is None or any(deployment.replica_states.values()):
+            if self._replicas(apps, record):
                 continue
             logger.info(
                 "placement: next replica of %s on node %s (%s, about %.2f s to ready)",
@@ -208,7 +206,12 @@ class ModelManager:
                 await self._nodes.refresh()
                 records = self._registry.list()
                 self._registry.set_placements({r.name: self._nodes.tiers(r.config) for r in records})
-                await self._steer(records)
+                apps = (await asyncio.to_thread(serve.status)).applications
+                self._nodes.record_metrics()
+                for record in records:
+                    running = self._replicas(apps, record).get("RUNNING", 0)
+                    metrics.set_gauge("sllm_running_replicas", {"model": record.name}, running)
+                await self._steer(records, apps)
             except Exception:
                 logger.exception("could not sync the per-node services")
 
@@ -260,6 +263,12 @@ class ModelManager:
         self._last_used.pop(name, None)
         return {"model": name, "deleted": True}
 
+    def _replicas(self, apps: dict[str, Any], record: ModelRecord) -> dict[str, int]:
+        """The model's replicas by state, from ``serve.status().applications``."""
+        app = apps.get(self._app(record.name))
+        deployment = app.deployments.get(record.config.deployment_name) if app else None
+        return {str(k): v for k, v in deployment.replica_states.items() if v} if deployment else {}
+
     def _get(self, name: str) -> ModelRecord:
         try:
             record = self._registry.get(name)
@@ -290,13 +299,12 @@ class ModelManager:
         for record in records:
             app = apps.get(self._app(record.name))
             deployment = app.deployments.get(record.config.deployment_name) if app else None
-            replicas = {str(k): v for k, v in deployment.replica_states.items() if v} if deployment else {}
             out.append(
                 {
                     **record.to_json(),
                     "app": self._app(record.name),
                     "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
-                    "replicas": replicas,
+                    "replicas": self._replicas(apps, record),
                     "last_used": self._last_used.get(record.name),
                     "placement": {
                         "preferred_node": self._preferred.get(record.name),

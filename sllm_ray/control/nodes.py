@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from sllm_ray import metrics
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.placement import Estimate, NodeState, fits, rank
 from sllm_ray.engine.host_pool import HostPool
@@ -54,6 +55,7 @@ class NodeServices:
         self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
         self._pools: dict[str, dict[str, Any]] = {}  # node id -> pool status
         self._preparing: set[asyncio.Task[None]] = set()
+        self._evictions: dict[str, int] = {}  # node id -> evictions counted so far
 
     def _start(self, node_id: str, alive: set[str], disk: str | None) -> _Node:
         config = self._config
@@ -151,6 +153,18 @@ class NodeServices:
             elif keys & set(report["disk"]):
                 out[node_id] = DISK
         return out
+
+    def record_metrics(self) -> None:
+        """Per node, from the last reports: store bytes by tier, evictions, sleeping engines."""
+        for node_id, report in self._reports.items():
+            node = {"node": node_id}
+            metrics.set_gauge("sllm_store_bytes", {**node, "tier": DRAM}, report["dram"]["used_bytes"])
+            metrics.set_gauge("sllm_store_bytes", {**node, "tier": DISK}, sum(report["disk"].values()))
+            evictions = report["dram"]["evictions"]
+            metrics.count("sllm_store_evictions_total", node, evictions - self._evictions.get(node_id, 0))
+            self._evictions[node_id] = evictions
+        for node_id, pool in self._pools.items():
+            metrics.set_gauge("sllm_sleeping_engines", {"node": node_id}, len(pool["sleeping"]))
 
     def placement(self, config: ModelConfig) -> list[Estimate]:
         """The live nodes that could start a replica of the model now, soonest ready first."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from sllm_ray import metrics
 from sllm_ray.engine.channel import ChannelServer
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import NAMESPACE, pool_name
@@ -203,6 +204,10 @@ class EngineHost:
             self._record.layout = str(LAST_LOAD["layout"])
             self._record.weights_loaded_at = float(LAST_LOAD["finished_at"])
             self._record.phases["weights_s"] = float(LAST_LOAD["seconds"])
+            rate = LAST_LOAD["bytes"] / max(LAST_LOAD["seconds"], 1e-9)
+            metrics.observe(
+                "sllm_weights_load_bytes_per_second", {"model": spec.model, "tier": self._record.tier}, rate
+            )
             if LAST_LOAD["layout_written"]:  # into DRAM for the next engine of this layout
                 prepare_checkpoint(self._app, node, spec.model, spec.model_source, spec.layout)
         self._channel = ChannelServer(engine.generate)

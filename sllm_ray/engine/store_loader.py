@@ -189,7 +189,8 @@ def register() -> None:
                 layout = HF_NAMES
             seconds = time.perf_counter() - started
             LAST_LOAD.clear()
-            LAST_LOAD.update(tier=tier, layout=layout, seconds=seconds, finished_at=time.time())
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            LAST_LOAD.update(tier=tier, layout=layout, seconds=seconds, bytes=size, finished_at=time.time())
             logger.info(
                 "loaded %d tensors (%s) from the store's %s tier in %.3f s",
                 len(tensors),

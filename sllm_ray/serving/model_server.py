@@ -22,6 +22,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 from ray.util import get_current_placement_group
 
+from sllm_ray import metrics
 from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine.channel import ChannelClient
 from sllm_ray.engine.host import EngineSpec, start_host
@@ -31,6 +32,10 @@ from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
 from sllm_ray.serving.router import LocalFirstRouter
 
 logger = logging.getLogger(__name__)
+
+# A request that reaches a new replica this soon after its engine became ready, before any
+# reply ended, waited for it (Serve hands a replica the requests queued for it at once).
+COLD_WINDOW_S = 1.0
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -46,6 +51,20 @@ async def _claim_host(owner_app: str, node_id: str, replica: str, fingerprint: s
         await host.claim.remote(replica)
         return host
     return await pool.claim.remote(replica, fingerprint)
+
+
+def _record_start(model: str, tier: str, timeline: dict[str, float], host: dict[str, Any]) -> None:
+    """A replica start in the metrics: its tier, and its phases from the replica's start."""
+    metrics.count("sllm_cold_starts_total", {"model": model, "tier": tier})
+    marks = {
+        "host_claimed": timeline["host_claimed_at"],
+        "weights_loaded": host.get("weights_loaded_at") if tier != "hot" else None,
+        "engine_ready": timeline["engine_ready_at"],
+    }
+    for phase, at in marks.items():
+        if at is not None:
+            observe = {"model": model, "phase": phase}
+            metrics.observe("sllm_cold_start_phase_seconds", observe, at - timeline["replica_started_at"])
 
 
 class ModelServer:
@@ -80,6 +99,18 @@ class ModelServer:
             host.release.remote()  # Serve retries with a new replica, which claims a new host
             raise
         self._timeline["engine_ready_at"] = time.time()
+        woken = (
+            self._host_record["wakes"] > 0
+            and self._host_record["woke_at"] >= self._timeline["replica_started_at"]
+        )
+        self._start_kind = "hot" if woken else "cold"
+        self._first_wave = True
+        _record_start(
+            config.model,
+            "hot" if woken else str(self._host_record["tier"]),
+            self._timeline,
+            self._host_record,
+        )
         self._channel = ChannelClient(self._host_record["channel"])
         self._host_watch = asyncio.get_running_loop().create_task(self._watch_host())
         logger.info(
@@ -103,19 +134,23 @@ class ModelServer:
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
         """Stream a reply as ``sllm_ray.protocol`` describes."""
+        # The requests that reach a new replica at once, before any reply ended, waited for it.
+        ready_for = time.time() - self._timeline["engine_ready_at"]
+        start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
         stream = self._channel.generate(endpoint, body)
         first = asyncio.ensure_future(anext(stream))
         try:
             try:
                 await asyncio.wait_for(asyncio.shield(first), ACCEPT_WINDOW_S)
             except TimeoutError:
-                yield Accepted(self._replica)  # a non-streaming reply: the head is the whole reply
+                yield Accepted(self._replica, start=start)  # not a stream: the head is the whole reply
                 yield await first
             else:
-                yield Accepted(self._replica, first.result())
+                yield Accepted(self._replica, first.result(), start)
             async for item in stream:
                 yield item
         finally:
+            self._first_wave = False
             # The caller may have gone away mid-reply: end the stream, which aborts in vLLM.
             if not first.done():
                 first.cancel()

@@ -168,6 +168,7 @@ class DramTier:
         self.root.mkdir(parents=True)
         self._lru: LruBudget[str] = LruBudget(budget_bytes)
         self._ranks: dict[str, list[CachedRank]] = {}
+        self.evictions = 0
 
     @property
     def used_bytes(self) -> int:
@@ -240,6 +241,8 @@ class DramTier:
         self._lru.unpin(key)
 
     def evict(self, key: str) -> None:
+        if key in self._lru:
+            self.evictions += 1
         shutil.rmtree(self.folder(key), ignore_errors=True)
         self._lru.remove(key)
         self._ranks.pop(key, None)

@@ -279,6 +279,7 @@ class CheckpointStore:
                 "budget_bytes": self._dram.budget_bytes,
                 "used_bytes": self._dram.used_bytes,
                 "checkpoints": self._dram.holds(),
+                "evictions": self._dram.evictions,
             },
             "disk": self._disk(),
             "bandwidth": self._bandwidth,
