@@ -128,12 +128,35 @@ def _models_table(models: list[dict[str, Any]]) -> str:
                 m["model"],
                 m.get("deployment_status", ""),
                 _replicas(m),
+                str(m.get("queued", "-")),
                 f"{scaling['min_replicas']}-{scaling['max_replicas']}",
                 f"{scaling['keep_alive_s']:g}s",
                 config["model_source"],
             ]
         )
-    return _table(rows, ["MODEL", "STATUS", "REPLICAS", "MIN-MAX", "KEEP-ALIVE", "SOURCE"])
+    return _table(rows, ["MODEL", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"])
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> str:
+    """Per node: engine hosts (prepared and free, serving, asleep with their models) and
+    what the checkpoint store holds in DRAM and on disk."""
+    rows = []
+    for node in nodes:
+        hosts, store = node["engine_hosts"], node.get("store") or {}
+        dram = store.get("dram", {})
+        asleep = [s["model"] for s in hosts.get("sleeping", [])]
+        rows.append(
+            [
+                node["node_id"][:12],
+                str(hosts.get("ready", "?")),
+                str(hosts.get("serving", "?")),
+                ", ".join(asleep) or "-",
+                f"{dram.get('used_bytes', 0) / 1e6:.0f}/{dram.get('budget_bytes', 0) / 1e6:.0f} MB",
+                ", ".join(dram.get("checkpoints", [])) or "-",
+                str(len(store.get("disk", {}))),
+            ]
+        )
+    return _table(rows, ["NODE", "FREE", "SERVING", "ASLEEP", "DRAM", "IN DRAM", "ON DISK"])
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
@@ -169,7 +192,7 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         result = client.call("GET", "/v1/admin/models")
         return result, _models_table(result["data"])
     result = client.call("GET", "/status")
-    return result, _models_table(result["models"])
+    return result, f"{_models_table(result['models'])}\n\n{_nodes_table(result['nodes'])}"
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:

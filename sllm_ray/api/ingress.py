@@ -328,4 +328,6 @@ class OpenAIIngress:
     @app.get("/status")
     async def status(self) -> dict[str, Any]:
         models, nodes = await asyncio.gather(self._manager.describe.remote(), self._manager.nodes.remote())
+        for model in models:  # waiting for a replica, in this ingress replica
+            model["queued"] = self._waiting.get(model["model"], 0)
         return {"models": models, "nodes": nodes}

@@ -154,6 +154,7 @@ class HostPool:
             "node_id": self._node_id,
             "size": self._size,
             "ready": len(self._ready),
+            "serving": len(self._claimed),
             "preparing": len(self._preparing),
             "claims": self.claims,
             "slow_claims": self.slow_claims,

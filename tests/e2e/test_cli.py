@@ -39,7 +39,7 @@ def test_cli_lifecycle(serve_app: str, tiny_model_dir: Path) -> None:
     assert out.stdout.strip() == "registered cli-m"
 
     listed = sllm_ray("list").stdout.splitlines()
-    assert listed[0].split() == ["MODEL", "STATUS", "REPLICAS", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
+    assert listed[0].split() == ["MODEL", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
     row = next(line.split() for line in listed if line.startswith("cli-m "))
     assert row[-3:] == ["0-1", "30s", str(tiny_model_dir)]
 
@@ -53,7 +53,12 @@ def test_cli_lifecycle(serve_app: str, tiny_model_dir: Path) -> None:
     )
     status = json.loads(sllm_ray("--json", "status").stdout)
     (cli_m,) = [m for m in status["models"] if m["model"] == "cli-m"]
-    assert cli_m["config"]["autoscaling"]["max_replicas"] == 2
+    assert cli_m["config"]["autoscaling"]["max_replicas"] == 2 and cli_m["queued"] == 0
+    # The table form: the models, then each node's hosts and store.
+    table = sllm_ray("status").stdout
+    nodes = table.split("\n\n")[1].splitlines()
+    assert nodes[0].split() == ["NODE", "FREE", "SERVING", "ASLEEP", "DRAM", "IN", "DRAM", "ON", "DISK"]
+    assert len(nodes) == 1 + len(status["nodes"])
 
     assert sllm_ray("delete", "cli-m").stdout.strip() == "deleted cli-m"
     again = sllm_ray("delete", "cli-m", check=False)
