@@ -33,9 +33,10 @@ from sllm_ray.serving.router import LocalFirstRouter
 
 logger = logging.getLogger(__name__)
 
-# A request that reaches a new replica this soon after its engine became ready, before any
-# reply ended, waited for it (Serve hands a replica the requests queued for it at once).
-COLD_WINDOW_S = 1.0
+# The requests that reach a new replica before its first reply ended (and at most this long
+# after its engine became ready) waited for it: Serve hands a new replica the requests
+# queued for it at once, but on a busy machine not always within a second.
+COLD_WINDOW_S = 10.0
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -134,7 +135,7 @@ class ModelServer:
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
         """Stream a reply as ``sllm_ray.protocol`` describes."""
-        # The requests that reach a new replica at once, before any reply ended, waited for it.
+        # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
         stream = self._channel.generate(endpoint, body)

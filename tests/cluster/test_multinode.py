@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +9,11 @@ import httpx
 import openai
 import pytest
 from conftest import APP_NAME, BASE_URL, model_body
+from support import wait_for
 
 from sllm_ray.names import NAMESPACE, checkpoint_key, model_app_name, pool_name, store_name
 
 QUICK = {"autoscaling": {"keep_alive_s": 1, "look_back_period_s": 2}}
-
-
-def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +81,7 @@ def test_a_model_is_read_from_its_source_once_then_copied_between_stores(
     source = _register(admin, "copied", tiny_model_dir)
     key = checkpoint_key("copied", source)
     # store_prefetch_nodes=1: one store converts it from the source, the others hold nothing.
-    seed = _wait(
+    seed = wait_for(
         lambda: [n for n in _nodes() if _store(n)["origins"].get(key) == "source"], 120, "the first copy"
     )[0]
     others = [n for n in _nodes() if n != seed]
@@ -116,7 +107,9 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
 
     source = _register(admin, "placed", tiny_model_dir)
     key = checkpoint_key("placed", source)
-    (seed,) = _wait(lambda: [n for n in _nodes() if key in _store(n)["dram"]["checkpoints"]], 120, "a copy")
+    (seed,) = wait_for(
+        lambda: [n for n in _nodes() if key in _store(n)["dram"]["checkpoints"]], 120, "a copy"
+    )
     # Move the DRAM copy to another node: the seed keeps it on disk only, a third has none.
     target = max(n for n in _nodes() if n != seed)
     ray.get(ray.get_actor(store_name(APP_NAME, seed), namespace=NAMESPACE).forget.remote("placed", source))
@@ -126,8 +119,8 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
         return admin.get("/v1/admin/models/placed").json()["placement"]
 
     # The manager reads the stores' reports every few seconds.
-    _wait(lambda: placement()["estimates"][0]["node_id"] == target, 30, "placement to see the DRAM copy")
-    _wait(lambda: placement()["preferred_node"] == target, 30, "placement to prefer the DRAM copy's node")
+    wait_for(lambda: placement()["estimates"][0]["node_id"] == target, 30, "placement to see the DRAM copy")
+    wait_for(lambda: placement()["preferred_node"] == target, 30, "placement to prefer the DRAM copy's node")
     tiers = {e["node_id"]: e["tier"] for e in placement()["estimates"]}
     assert tiers == {
         target: "dram",
@@ -137,7 +130,7 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
     _ask(client, "placed")
     host = _record("placed")["host"]
     assert host["node_id"] == target and host["tier"] == "dram"
-    _wait(lambda: _replicas("placed") == 0, 60, "placed to scale to zero")
+    wait_for(lambda: _replicas("placed") == 0, 60, "placed to scale to zero")
     assert admin.delete("/v1/admin/models/placed").status_code == 200
 
 
@@ -154,14 +147,14 @@ def test_the_sleeper_limit_evicts_the_least_recently_used(
         return [s["model"] for s in _pool(node_a)["sleeping"]]
 
     _ask(client, "first")
-    _wait(lambda: asleep() == ["first"], 90, "first asleep on node a")
+    wait_for(lambda: asleep() == ["first"], 90, "first asleep on node a")
     _ask(client, "second")
-    _wait(lambda: asleep() == ["second"], 90, "second asleep, first evicted")
+    wait_for(lambda: asleep() == ["second"], 90, "second asleep, first evicted")
     assert _pool(node_a)["evictions"] == evictions + 1
     # first was evicted: its next start builds an engine again; second's wakes.
     _ask(client, "first")
     assert _record("first")["host"]["wakes"] == 0
-    _wait(lambda: asleep() == ["first"], 90, "first asleep again, second evicted")
+    wait_for(lambda: asleep() == ["first"], 90, "first asleep again, second evicted")
     for name in ("first", "second"):
         assert admin.delete(f"/v1/admin/models/{name}").status_code == 200
 
@@ -171,11 +164,11 @@ def test_a_node_removed_while_idle_keeps_registered_models(
 ) -> None:
     _register(admin, "survivor", tiny_model_dir)
     _ask(client, "survivor")
-    _wait(lambda: _replicas("survivor") == 0, 60, "survivor to scale to zero")
+    wait_for(lambda: _replicas("survivor") == 0, 60, "survivor to scale to zero")
     node_b = _node_with_resource("node_b")
     (worker,) = [w for w in cluster.worker_nodes if w.node_id == node_b]
     cluster.remove_node(worker)
-    _wait(lambda: len(admin.get("/status").json()["nodes"]) == 2, 60, "the manager to drop node b")
+    wait_for(lambda: len(admin.get("/status").json()["nodes"]) == 2, 60, "the manager to drop node b")
     assert [m["model"] for m in admin.get("/v1/admin/models").json()["data"]] == ["survivor"]
     _ask(client, "survivor")
     assert _record("survivor")["host"]["node_id"] != node_b

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,9 @@ import httpx
 import openai
 import pytest
 from app_under_test import APP_NAME, model_body, replica_record
+from support import wait_for
 
 MODEL = "cold"
-
-
-def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 def _nodes(admin: httpx.Client) -> list[dict[str, Any]]:
@@ -49,21 +41,21 @@ def cold_model(admin: httpx.Client, tiny_model_dir: Path) -> str:
     body = model_body(MODEL, tiny_model_dir, **settings)
     assert admin.post("/v1/admin/models", json=body).status_code == 201
     # Registration converts the model and prefetches it into DRAM on every node.
-    _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 120, "the model in the DRAM tier")
+    wait_for(lambda: set(_tiers(admin).values()) == {"dram"}, 120, "the model in the DRAM tier")
     return MODEL
 
 
 def test_cold_start_uses_a_prepared_host_and_the_dram_tier(
     admin: httpx.Client, client: openai.OpenAI, cold_model: str, replicas: Callable
 ) -> None:
-    _wait(lambda: all(n["engine_hosts"]["ready"] >= 1 for n in _nodes(admin)), 120, "a prepared host")
+    wait_for(lambda: all(n["engine_hosts"]["ready"] >= 1 for n in _nodes(admin)), 120, "a prepared host")
     slow_before = sum(n["engine_hosts"]["slow_claims"] for n in _nodes(admin))
     assert replicas(MODEL) == {}
     # Placement: the one node, where the checkpoint is in DRAM, estimated and preferred.
     (node,) = [n["node_id"] for n in _nodes(admin)]
     placement = admin.get(f"/v1/admin/models/{MODEL}").json()["placement"]
     assert placement["estimates"][0]["node_id"] == node and placement["estimates"][0]["tier"] == "dram"
-    _wait(
+    wait_for(
         lambda: admin.get(f"/v1/admin/models/{MODEL}").json()["placement"]["preferred_node"] == node,
         30,
         "the replica steered to the node",
@@ -86,7 +78,7 @@ def test_store_restarts_without_failing_requests(
 
     from sllm_ray.names import NAMESPACE, store_name
 
-    _wait(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
+    wait_for(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
     (node,) = [n["node_id"] for n in _nodes(admin)]
     store = ray.get_actor(store_name(APP_NAME, node), namespace=NAMESPACE)
     before = ray.get(store.status.remote())
@@ -94,6 +86,6 @@ def test_store_restarts_without_failing_requests(
     _ask(client)  # a cold start while the store is down or just back
     assert _record()["host"]["tier"] in {"source", "disk", "dram"}
     # Back, with the disk tier it had, and the model prefetched again.
-    _wait(lambda: ray.get(store.status.remote())["disk"] == before["disk"], 60, "the store to come back")
-    _wait(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
+    wait_for(lambda: ray.get(store.status.remote())["disk"] == before["disk"], 60, "the store to come back")
+    wait_for(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
     assert admin.delete(f"/v1/admin/models/{MODEL}").status_code == 200

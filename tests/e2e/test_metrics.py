@@ -4,15 +4,13 @@ scripted sequence: a cold start, warm requests, errors, an eviction."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 from app_under_test import model_body
+from support import wait_for
 
 MODEL = "metered"
 SAMPLE = re.compile(r"^(ray_sllm_\w+)\{(.*)\} (\S+)$")
@@ -33,21 +31,13 @@ def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels:
     return sum(v for n, found, v in samples if n == name and labels.items() <= found.items())
 
 
-def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
-    return value
-
-
 @pytest.fixture(scope="module")
-def sequence(admin: httpx.Client, client: openai.OpenAI, tiny_model_dir: Path, replicas: Callable) -> None:
+def sequence(admin: httpx.Client, client: openai.OpenAI, tiny_model_dir: Path) -> None:
     settings = {"autoscaling": {"keep_alive_s": 600}, "keep_asleep": False}
     assert (
         admin.post("/v1/admin/models", json=model_body(MODEL, tiny_model_dir, **settings)).status_code == 201
     )
-    _wait(
+    wait_for(
         lambda: admin.get(f"/v1/admin/models/{MODEL}").json()["checkpoint"]["tiers"],
         120,
         "the model in a store",
@@ -72,7 +62,7 @@ def test_metrics_after_a_cold_start_warm_requests_and_errors(sequence: None, met
         done = total(samples, "ray_sllm_time_to_first_token_seconds_count", model=MODEL, start="warm") == 3
         return samples if done and total(samples, "ray_sllm_running_replicas", model=MODEL) else None
 
-    samples = _wait(seen, 60, "the metrics to be exported")
+    samples = wait_for(seen, 60, "the metrics to be exported")
     assert total(samples, "ray_sllm_requests_total", model=MODEL, status="200") == 4
     assert total(samples, "ray_sllm_requests_total", model=MODEL, status="400") == 1
     assert total(samples, "ray_sllm_requests_total", model="unknown", status="404") >= 1
@@ -104,4 +94,6 @@ def test_status_after_the_sequence(sequence: None, admin: httpx.Client) -> None:
 def test_an_eviction_is_counted(sequence: None, admin: httpx.Client, metrics_url: str) -> None:
     before = total(scrape(metrics_url), "ray_sllm_store_evictions_total")
     assert admin.delete(f"/v1/admin/models/{MODEL}").status_code == 200  # leaves the DRAM tier
-    _wait(lambda: total(scrape(metrics_url), "ray_sllm_store_evictions_total") > before, 60, "the eviction")
+    wait_for(
+        lambda: total(scrape(metrics_url), "ray_sllm_store_evictions_total") > before, 60, "the eviction"
+    )
