@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s -- %(message)s"
 # Attributes every LogRecord has: what is left are the fields a call passed in ``extra``.
@@ -46,3 +47,29 @@ def configure_logging() -> None:
     logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     logger.propagate = False
     logger._sllm_ray_configured = True  # type: ignore[attr-defined]
+
+
+class Progress:
+    """Progress of long work (a conversion, a copy) in the log: ``<what>: 45% (1.2 of 2.6
+    GB)`` at most every ``every_s`` seconds, so a big model shows it is moving."""
+
+    def __init__(self, logger: logging.Logger, what: str, total_bytes: int, every_s: float = 5.0) -> None:
+        self._logger = logger
+        self._what = what
+        self._total = max(total_bytes, 1)
+        self._every_s = every_s
+        self._done = 0
+        self._last = time.monotonic()
+
+    def advance(self, nbytes: int) -> None:
+        self._done += nbytes
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            self._logger.info(
+                "%s: %d%% (%.1f of %.1f GB)",
+                self._what,
+                100 * self._done // self._total,
+                self._done / 1e9,
+                self._total / 1e9,
+            )

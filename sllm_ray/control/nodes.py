@@ -161,7 +161,11 @@ class NodeServices:
             metrics.set_gauge("sllm_store_bytes", {**node, "tier": DRAM}, report["dram"]["used_bytes"])
             metrics.set_gauge("sllm_store_bytes", {**node, "tier": DISK}, sum(report["disk"].values()))
             evictions = report["dram"]["evictions"]
-            metrics.count("sllm_store_evictions_total", node, evictions - self._evictions.get(node_id, 0))
+            counted = self._evictions.get(node_id, 0)
+            # A restarted store counts from zero again.
+            metrics.count(
+                "sllm_store_evictions_total", node, evictions - counted if evictions >= counted else evictions
+            )
             self._evictions[node_id] = evictions
         for node_id, pool in self._pools.items():
             metrics.set_gauge("sllm_sleeping_engines", {"node": node_id}, len(pool["sleeping"]))

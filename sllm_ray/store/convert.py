@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from sllm_ray.log_setup import Progress
 from sllm_ray.store.checkpoint_format import CheckpointError, data_bytes, rank_dir, save_rank
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,13 @@ def _safetensors_files(source: Path) -> list[Path]:
     return files
 
 
-def _tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors(files: list[Path], progress: Progress) -> Iterator[tuple[str, torch.Tensor]]:
     for path in files:
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                yield name, f.get_tensor(name)
+                tensor = f.get_tensor(name)
+                progress.advance(tensor.numel() * tensor.element_size())
+                yield name, tensor
 
 
 def convert(source: str | Path, target: str | Path) -> Path:
@@ -57,7 +60,8 @@ def convert(source: str | Path, target: str | Path) -> Path:
                 and item.name != "model.safetensors.index.json"
             ):
                 shutil.copy2(item, staging / item.name)
-        save_rank(dict(_tensors(files)), rank_dir(staging))
+        progress = Progress(logger, f"converting {source.name}", sum(p.stat().st_size for p in files))
+        save_rank(dict(_tensors(files, progress)), rank_dir(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     except BaseException:

@@ -31,7 +31,7 @@ from typing import Any
 
 import ray
 
-from sllm_ray.log_setup import configure_logging
+from sllm_ray.log_setup import Progress, configure_logging
 from sllm_ray.names import (
     NAMESPACE,
     NODE_PREFIX,
@@ -240,9 +240,11 @@ class CheckpointStore:
             shutil.rmtree(staging, ignore_errors=True)
             self._queued[key] = size
             started = time.monotonic()
+            progress = Progress(logger, f"store: copying {key} from node {peer_node}", size)
             try:
                 async for ref in peer.read.options(num_returns="streaming").remote(key):
                     relative, piece = await ref
+                    progress.advance(len(piece))
                     path = staging / relative
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with open(path, "ab") as f:

@@ -62,7 +62,11 @@ def test_metrics_after_a_cold_start_warm_requests_and_errors(sequence: None, met
         done = total(samples, "ray_sllm_time_to_first_token_seconds_count", model=MODEL, start="warm") == 3
         return samples if done and total(samples, "ray_sllm_running_replicas", model=MODEL) else None
 
-    samples = wait_for(seen, 60, "the metrics to be exported")
+    try:
+        samples = wait_for(seen, 60, "the metrics to be exported")
+    except AssertionError:
+        ours = [(n, labels, v) for n, labels, v in scrape(metrics_url) if labels.get("model") == MODEL]
+        raise AssertionError(f"exported for {MODEL}: {ours}") from None
     assert total(samples, "ray_sllm_requests_total", model=MODEL, status="200") == 4
     assert total(samples, "ray_sllm_requests_total", model=MODEL, status="400") == 1
     assert total(samples, "ray_sllm_requests_total", model="unknown", status="404") >= 1
