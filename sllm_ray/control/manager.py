@@ -24,6 +24,7 @@ from ray import serve
 from sllm_ray import metrics
 from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate, engine_workers
 from sllm_ray.control.nodes import NodeServices
+from sllm_ray.control.placement import Estimate
 from sllm_ray.control.registry import (
     DELETING,
     DuplicateModelError,
@@ -132,13 +133,17 @@ class ModelManager:
     # Serve.
 
     async def _deploy(self, config: ModelConfig) -> None:
-        """Hand the model's application to Serve. Returns once Serve has taken it, not once
-        replicas run: a model may have none (scale to zero) or some that cannot be placed
-        yet, and an admin call must not wait on either."""
-        self._nodes.prepare(config)  # convert and prefetch on every node, in the background
-        estimates = self._nodes.placement(config)
-        steer = estimates and _steerable(config)
-        preferred = estimates[0].node_id if steer else None
+        """Hand the model's application to Serve, and have the stores prepare its checkpoint
+        in the background. Returns once Serve has taken it, not once replicas run: a model
+        may have none (scale to zero) or some that cannot be placed yet, and an admin call
+        must not wait on either."""
+        self._nodes.prepare(config)
+        await self._run_app(config, self._nodes.placement(config))
+
+    async def _run_app(self, config: ModelConfig, estimates: list[Estimate]) -> None:
+        """``serve.run`` the model's application, its replicas steered to the best of
+        ``estimates`` when the model can be steered."""
+        preferred = estimates[0].node_id if estimates and _steerable(config) else None
         app = build_model_deployment(config, self._owner, preferred)
         target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
@@ -154,16 +159,15 @@ class ModelManager:
     async def _steer(self, records: list[ModelRecord], apps: dict[str, Any]) -> None:
         """Point each model at zero replicas at the node where its next replica would be
         ready soonest (a sleeping engine, its checkpoint in DRAM, ...). Only at zero: a
-        new preference is a new replica option, which Serve applies by replacing replicas."""
+        new preference is a new replica option, which Serve applies by replacing replicas.
+        The checkpoint is not prepared again: only the replicas' node changes."""
         for record in records:
+            if record.state == DELETING or not _steerable(record.config) or self._replicas(apps, record):
+                continue
             estimates = self._nodes.placement(record.config)
-            if record.state == DELETING or not estimates or not _steerable(record.config):
+            if not estimates or estimates[0].node_id == self._preferred.get(record.name):
                 continue
             best = estimates[0]
-            if best.node_id == self._preferred.get(record.name):
-                continue
-            if self._replicas(apps, record):
-                continue
             logger.info(
                 "placement: next replica of %s on node %s (%s, about %.2f s to ready)",
                 record.name,
@@ -171,7 +175,7 @@ class ModelManager:
                 best.tier,
                 best.seconds,
             )
-            await self._deploy(record.config)
+            await self._run_app(record.config, estimates)
 
     async def _delete_app(self, app_name: str) -> None:
         async with self._serve_lock:

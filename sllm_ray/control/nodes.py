@@ -32,6 +32,13 @@ logger = logging.getLogger(__name__)
 DISK_LABEL = "sllm-ray/disk"
 
 
+def _held(report: dict[str, Any]) -> dict[str, str]:
+    """Checkpoint key -> the fastest tier holding it, from a store's report."""
+    held = {key: DISK for key in report.get("disk", {})}
+    held.update({key: DRAM for key in report.get("dram", {}).get("checkpoints", [])})
+    return held
+
+
 def _keys(config: ModelConfig) -> set[str]:
     """The model's checkpoint keys in a store: by name, and its engine layout."""
     return {
@@ -148,10 +155,9 @@ class NodeServices:
         keys = _keys(config)
         out = {}
         for node_id, report in self._reports.items():
-            if keys & set(report["dram"]["checkpoints"]):
-                out[node_id] = DRAM
-            elif keys & set(report["disk"]):
-                out[node_id] = DISK
+            tiers = {tier for key, tier in _held(report).items() if key in keys}
+            if tiers:
+                out[node_id] = DRAM if DRAM in tiers else DISK
         return out
 
     def record_metrics(self) -> None:
@@ -181,14 +187,12 @@ class NodeServices:
             if not fits(available.get(node_id, {}), options):
                 continue
             report = self._reports.get(node_id, {})
-            tiers = {k: DISK for k in report.get("disk", {})}
-            tiers.update({k: DRAM for k in report.get("dram", {}).get("checkpoints", [])})
             size = max([size, *(report.get("disk", {}).get(k, 0) for k in keys)])
             sleeping = {s["fingerprint"] for s in self._pools.get(node_id, {}).get("sleeping", [])}
             states.append(
                 NodeState(
                     node_id,
-                    tiers=tiers,
+                    tiers=_held(report),
                     sleeping=frozenset(sleeping),
                     bandwidth=report.get("bandwidth", {}),
                     queued_bytes=report.get("queued_bytes", 0),

@@ -246,9 +246,8 @@ class EngineHost:
         self._record.asleep_since = time.time()
         try:
             await self._engine.sleep()
-            pool = ray.get_actor(pool_name(self._app, self._record.node_id), namespace=NAMESPACE)
             me = ray.get_runtime_context().current_actor
-            kept = await pool.park.remote(
+            kept = await self._pool().park.remote(
                 me, self._record.host_id, self._record.fingerprint, self._record.model
             )
         except (ValueError, ray.exceptions.RayError) as exc:
@@ -256,6 +255,10 @@ class EngineHost:
             kept = False
         if not kept:
             self.release()
+
+    def _pool(self) -> Any:
+        """This node's host pool (ValueError when there is none)."""
+        return ray.get_actor(pool_name(self._app, self._record.node_id), namespace=NAMESPACE)
 
     async def until_released(self) -> None:
         """Returns when this host is released; fails (RayActorError) when it dies: how a
@@ -269,8 +272,7 @@ class EngineHost:
         """Shut the engine down and end this process (a host serves one engine)."""
         self._released.set()
         with contextlib.suppress(ValueError):  # the pool lets go of its reference
-            pool = ray.get_actor(pool_name(self._app, self._record.node_id), namespace=NAMESPACE)
-            pool.drop.remote(self._record.host_id)
+            self._pool().drop.remote(self._record.host_id)
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -56,13 +56,19 @@ def engine_layout(engine_kwargs: Mapping[str, Any]) -> str:
     return "vllm-" + digest(json.dumps([_vllm_version(), relevant], sort_keys=True, default=str), 10)
 
 
+def _store(app: str, node_id: str) -> Any:
+    """The app's checkpoint store on the node (ValueError when there is none)."""
+    return ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
+
+
 async def locate_checkpoint(app: str, node_id: str, model: str, source: str, layout: str) -> dict[str, Any]:
     """Ask this node's store where the model is (``CheckpointStore.locate``); the source
     when there is no store, or it does not answer in time (restarting after a crash): a
     replica never fails for it."""
     try:
-        store = ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
-        return await asyncio.wait_for(store.locate.remote(model, source, layout), LOCATE_TIMEOUT_S)
+        return await asyncio.wait_for(
+            _store(app, node_id).locate.remote(model, source, layout), LOCATE_TIMEOUT_S
+        )
     except (ValueError, TimeoutError, ray.exceptions.RayError) as exc:
         logger.warning(
             "checkpoint store on node %s unavailable (%s): loading %s from its source", node_id, exc, model
@@ -74,7 +80,7 @@ def prepare_checkpoint(app: str, node_id: str, model: str, source: str, layout: 
     """Ask this node's store to bring the model, in ``layout`` once one was written, into
     DRAM; in the background, as nothing waits for it."""
     try:
-        store = ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
+        store = _store(app, node_id)
     except ValueError:
         logger.warning("no checkpoint store on node %s to cache %s", node_id, model)
         return
