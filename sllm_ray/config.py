@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -171,6 +172,147 @@ class ModelConfig(_Strict):
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Engine memory when a model's engine arguments bound none. vLLM's own default takes a
+# fraction of the whole device: 92% of a CPU node's memory (which a second engine on the
+# node can never get, so the model never starts), 90% of a GPU. These defaults are
+# documented in the README (*Memory*).
+MiB = 1024**2
+# A CPU engine's KV cache with no memory reservation: enough for a few sequences of a small
+# model, and several engines (and the node's sleeping engines) fit on a node.
+CPU_KV_CACHE_BYTES = 256 * MiB
+# The part of ``resources.memory_bytes`` given to the KV cache; the rest is for the
+# weights, activations and the engine process itself.
+KV_CACHE_SHARE_OF_MEMORY = 0.5
+# ``gpu_memory_utilization`` of an engine that owns a whole GPU: vLLM's default.
+GPU_MEMORY_CEILING = 0.9
+# A GPU's fraction kept free for each engine the node may keep asleep: a sleeping engine
+# still holds its CUDA context and allocator pools (about 0.5 GiB: 2-3% of a 16-24 GB GPU).
+SLEEPER_GPU_RESERVE = 0.03
+# Below this an engine has no room for a KV cache worth having.
+MIN_GPU_MEMORY_UTILIZATION = 0.05
+
+
+class FitError(ValueError):
+    """A model that no node can run as configured; ``param`` names the field to change."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+def gpu_memory_utilization(gpus_per_worker: float, sleepers_per_node: int) -> float:
+    """vLLM's ``gpu_memory_utilization`` (a per-engine fraction of each of its GPUs) for a
+    worker reserving ``gpus_per_worker`` GPUs: its share of the ceiling, less room for the
+    node's sleeping engines, which may all sit on this GPU."""
+    share = min(gpus_per_worker, 1.0)
+    utilization = round(share * GPU_MEMORY_CEILING - sleepers_per_node * SLEEPER_GPU_RESERVE, 3)
+    if utilization < MIN_GPU_MEMORY_UTILIZATION:
+        raise FitError(
+            "resources.num_gpus",
+            f"a share of {share:g} GPU per engine worker leaves {max(utilization, 0):g} of the GPU "
+            f"once room is kept for {sleepers_per_node} sleeping engines (engine_sleepers_per_node); "
+            "reserve more of a GPU or set engine_kwargs.gpu_memory_utilization",
+        )
+    return utilization
+
+
+def effective_engine_kwargs(config: ModelConfig, sleepers_per_node: int) -> dict[str, Any]:
+    """The engine arguments a replica is built with: the model's own, plus a memory bound
+    derived from what the replica reserves when they name none (see the constants above).
+
+    GPU (``resources.num_gpus > 0``), neither ``gpu_memory_utilization`` nor
+    ``kv_cache_memory_bytes`` given: ``gpu_memory_utilization`` from the GPU share of one
+    worker. CPU, neither given (on CPU ``gpu_memory_utilization`` is vLLM's fraction of the
+    node's memory): ``kv_cache_memory_bytes``, ``KV_CACHE_SHARE_OF_MEMORY`` of
+    ``resources.memory_bytes`` when set, else ``CPU_KV_CACHE_BYTES``."""
+    kwargs = dict(config.engine_kwargs)
+    if "gpu_memory_utilization" in kwargs or "kv_cache_memory_bytes" in kwargs:
+        return kwargs
+    resources = config.resources
+    if resources.num_gpus > 0:
+        per_worker = resources.num_gpus / engine_workers(kwargs)
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization(per_worker, sleepers_per_node)
+    elif resources.memory_bytes:
+        kwargs["kv_cache_memory_bytes"] = int(resources.memory_bytes * KV_CACHE_SHARE_OF_MEMORY)
+    else:
+        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    return kwargs
+
+
+def fit_problem(
+    config: ModelConfig, engine_kwargs: Mapping[str, Any], shapes: Sequence[Mapping[str, float]]
+) -> FitError | None:
+    """Why no node of ``shapes`` (Ray resource totals: the alive nodes, and the node types
+    an autoscaler may add) can hold one replica of the model, or None when one can (or
+    nothing is known of the nodes). Checked: CPUs, GPUs, the replica's memory and, on CPU,
+    the KV cache, which lives in the node's memory. A node that reports no ``memory`` is
+    not held to it."""
+    if not shapes:
+        return None
+    resources = config.resources
+    needs: list[tuple[str, str, float]] = [
+        ("resources.num_cpus", "CPU", resources.num_cpus),
+        ("resources.num_gpus", "GPU", resources.num_gpus),
+    ]
+    if resources.memory_bytes:
+        needs.append(("resources.memory_bytes", "memory", resources.memory_bytes))
+    kv = engine_kwargs.get("kv_cache_memory_bytes")
+    if resources.num_gpus == 0 and isinstance(kv, int | float) and not isinstance(kv, bool):
+        needs.append(("engine_kwargs.kv_cache_memory_bytes", "memory", kv))
+
+    def holds(shape: Mapping[str, float], key: str, amount: float) -> bool:
+        if key == "memory" and key not in shape:
+            return True
+        return amount <= shape.get(key, 0.0)
+
+    def shown(key: str, amount: float) -> str:
+        return f"{amount / 1024**3:.2f} GiB memory" if key == "memory" else f"{amount:g} {key}"
+
+    for param, key, amount in needs:
+        if amount and not any(holds(shape, key, amount) for shape in shapes):
+            largest = max(shape.get(key, 0.0) for shape in shapes)
+            return FitError(
+                param, f"{param} asks for {shown(key, amount)}; the largest node has {shown(key, largest)}"
+            )
+    if not any(all(holds(shape, key, amount) for _, key, amount in needs) for shape in shapes):
+        wanted = ", ".join(shown(key, amount) for _, key, amount in needs if amount)
+        return FitError("resources", f"no node has {wanted} at once")
+    return None
+
+
+# Fields of a Hugging Face config that bound the sequence length, as vLLM reads them; vLLM
+# takes the smallest one present.
+_POSITION_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
+
+
+def position_limit(hf_config: Mapping[str, Any]) -> int | None:
+    """The longest sequence a model takes, from its ``config.json``; None when it names
+    none. Lenient where vLLM's rules are subtle: a RoPE scaling factor always stretches the
+    limit, so a length vLLM accepts is never refused here (vLLM checks again when building)."""
+    text = hf_config.get("text_config")
+    source = text if isinstance(text, Mapping) else hf_config
+    lengths = [v for k in _POSITION_KEYS if isinstance(v := source.get(k), int) and not isinstance(v, bool)]
+    if not lengths:
+        return None
+    factor = 1.0
+    for key in ("rope_scaling", "rope_parameters"):
+        scaling = source.get(key)
+        if isinstance(scaling, Mapping) and isinstance(scaling.get("factor"), int | float):
+            factor = max(factor, float(scaling["factor"]))
+    return int(min(lengths) * factor)
+
+
 class AppConfig(_Strict):
     """The whole application: its models and the ingress's behaviour."""
 
@@ -217,6 +359,18 @@ class AppConfig(_Strict):
     )
     store_dram_dir: str = Field(
         "/dev/shm/sllm_ray", description="Shared-memory folder of the DRAM tier (a tmpfs on each node)."
+    )
+    failed_start_backoff_s: float = Field(
+        5.0,
+        gt=0,
+        description="After a model's replica failed to start, requests get the error at once for "
+        "this long; then the next request tries again. Doubles with each failure in a row.",
+    )
+    failed_start_backoff_max_s: float = Field(
+        300.0, gt=0, description="Upper bound of the backoff after failed starts."
+    )
+    failed_starts_before_failed: int = Field(
+        3, ge=1, description="Failed starts in a row after which a model's state is `failed`."
     )
 
     @model_validator(mode="after")
