@@ -9,7 +9,10 @@ re-raises them in the caller as instances of the same class).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class OpenAIError(Exception):
@@ -46,6 +49,11 @@ class OpenAIError(Exception):
             }
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, whatever a subclass's constructor takes: these errors
+        # cross process boundaries (manager -> ingress -> Python callers).
+        return _rebuild, (type(self), self.message, dict(self.__dict__))
+
     @classmethod
     def from_body(cls, status: int, body: dict[str, Any]) -> OpenAIError:
         """Rebuild the error an engine already rendered (vLLM's ``ErrorResponse``)."""
@@ -56,6 +64,13 @@ class OpenAIError(Exception):
             status=status,
             type=str(error.get("type", "error")),
         )
+
+
+def _rebuild(cls: type[OpenAIError], message: str, state: dict[str, Any]) -> OpenAIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class BadRequestError(OpenAIError):
@@ -114,3 +129,31 @@ class TooManyRequestsError(_RetryLater):
 class ServiceUnavailableError(_RetryLater):
     status = 503
     type = "service_unavailable"
+
+
+class ModelStartFailedError(_RetryLater):
+    """The model's replicas cannot start (e.g. its engine cannot be built): the cause, sent
+    at once to the requests waiting for it and, until the retry backoff ends, to new ones."""
+
+    status = 503
+    type = "model_start_failed"
+
+    def __init__(self, model: str, cause: str, retry_after_s: int) -> None:
+        super().__init__(f"model `{model}` failed to start: {cause}", retry_after_s)
+        self.param = "model"
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An ``OpenAIError`` returned instead of raised by a Serve deployment's method, for the
+    caller to raise (``unwrap``): Serve logs every exception a replica's method raises, with
+    its traceback, at ERROR, and a client's mistake (404, 409, 422) is no server error."""
+
+    error: OpenAIError
+
+
+def unwrap(value: T | ErrorReply) -> T:
+    """The value, or the error an ``ErrorReply`` carries, raised."""
+    if isinstance(value, ErrorReply):
+        raise value.error
+    return value
