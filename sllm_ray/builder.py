@@ -44,6 +44,9 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
         # On the head node, where the registry file lives across restarts.
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
         max_ongoing_requests=1000,
+        # Serve logs every call to a replica at INFO; the ingress polls the manager each
+        # second, and admin calls are in the ingress's own access log.
+        logging_config={"enable_access_log": False},
     )
     ingress = serve.deployment(OpenAIIngress).options(
         name=INGRESS_NAME,

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 m["model"],
+                m.get("state", ""),
                 m.get("deployment_status", ""),
                 _replicas(m),
                 str(m.get("queued", "-")),
@@ -134,7 +136,25 @@ def _models_table(models: list[dict[str, Any]]) -> str:
                 config["model_source"],
             ]
         )
-    return _table(rows, ["MODEL", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"])
+    table = _table(
+        rows, ["MODEL", "STATE", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
+    )
+    return "\n".join([table, *(_failure_line(m) for m in models if m.get("start_failure"))])
+
+
+def _failure_line(described: dict[str, Any]) -> str:
+    """A model's failed start: when, how often in a row, the error."""
+    failure = described["start_failure"]
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(failure["failed_at"]))
+    retry = (
+        "retrying now"
+        if failure["retrying"]
+        else f"next request retries after {time.ctime(failure['retry_at'])}"
+    )
+    return (
+        f"{described['model']}: {failure['state']} to start {failure['failures']} time(s) in a row, "
+        f"last at {at} ({retry}): {failure['error']}"
+    )
 
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> str:
@@ -148,6 +168,7 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 node["node_id"][:12],
+                "yes" if node.get("pool_ready") else "no",
                 str(hosts.get("ready", "?")),
                 str(hosts.get("serving", "?")),
                 ", ".join(asleep) or "-",
@@ -156,7 +177,7 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> str:
                 str(len(store.get("disk", {}))),
             ]
         )
-    return _table(rows, ["NODE", "FREE", "SERVING", "ASLEEP", "DRAM", "IN DRAM", "ON DISK"])
+    return _table(rows, ["NODE", "READY", "FREE", "SERVING", "ASLEEP", "DRAM", "IN DRAM", "ON DISK"])
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:

@@ -2,9 +2,10 @@
 
 Every name starts with ``sllm_`` (Ray's exporter adds its ``ray_`` prefix in front). Each
 process records only its own share: the ingress requests and time to first token, the
-replicas their cold starts, the stores their tiers and evictions, the pools their
-sleeping engines. ``deploy/grafana/sllm-ray.json`` is built on exactly these names (a
-test checks it). Metric objects are made on first use, in the process that records.
+replicas their cold starts, the manager failed starts and running replicas, the stores
+their tiers and evictions, the pools their sleeping engines. ``deploy/grafana/sllm-ray.json``
+is built on exactly these names (a test checks it). Metric objects are made on first use,
+in the process that records.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         "Replica start phases, from the replica's start: host_claimed, weights_loaded, engine_ready.",
         ("model", "phase"),
         TIME_BUCKETS,
+    ),
+    "sllm_failed_starts_total": (
+        "counter",
+        "Replicas of the model whose engine could not be built (each reported failure).",
+        ("model",),
+        None,
     ),
     "sllm_queued_requests": ("gauge", "Requests waiting for a replica of the model.", ("model",), None),
     "sllm_running_replicas": ("gauge", "Running replicas of the model.", ("model",), None),

@@ -22,7 +22,7 @@ from sllm_ray.errors import AuthenticationError, PermissionDeniedError
 ENV_VAR = "SLLM_RAY_API_KEYS"
 # ServerlessLLM's admin routes, kept for compatibility.
 _ADMIN_PATHS = {"/register", "/update", "/delete", "/status"}
-_OPEN_PATHS = {"/health"}
+_OPEN_PATHS = {"/health", "/ready"}  # probes carry no key
 
 
 class Role(enum.StrEnum):

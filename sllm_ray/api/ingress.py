@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from sllm_ray import metrics
@@ -29,11 +29,14 @@ from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.errors import error_response, install_error_handlers
 from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
 from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.control.failures import StartFailure
 from sllm_ray.errors import (
+    ModelStartFailedError,
     OpenAIError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     TooManyRequestsError,
+    unwrap,
 )
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import model_app_name
@@ -46,6 +49,8 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 1.0
 # Last-use reports to the manager are sent at most this often per model.
 TOUCH_S = 1.0
+# How long GET /ready waits for the model manager (busy or still starting: not ready).
+READY_TIMEOUT_S = 5.0
 REPLICA_HEADER = "x-sllm-replica"
 
 app = FastAPI(title="sllm_ray", description="Serverless LLM serving on Ray Serve")
@@ -130,6 +135,10 @@ class OpenAIIngress:
         self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(self._model_handle)
         self._touched: dict[str, float] = {}
         self._waiting: dict[str, int] = {}  # model -> requests waiting for a replica
+        # Models whose replicas failed to start (the manager's book, as of the last poll),
+        # and an event per model that wakes the requests waiting for it on a new failure.
+        self._failures: dict[str, StartFailure] = {}
+        self._failed: dict[str, asyncio.Event] = {}
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
             logger.warning(
@@ -146,7 +155,71 @@ class OpenAIIngress:
         return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
 
     async def _refresh(self) -> None:
-        self._directory.sync(await self._manager.active_models.remote())
+        models, failures = await self._manager.routing.remote()
+        self._directory.sync(models)
+        self._note_failures(failures)
+
+    def _note_failures(self, failures: dict[str, StartFailure]) -> None:
+        """Take the manager's failed starts; a new error fails the requests waiting for its
+        model now, and drops the model's handle (its application was removed; the next
+        attempt deploys a new one)."""
+        for model, failure in failures.items():
+            known = self._failures.get(model)
+            if known is None or (known.seq, known.failed_at) != (failure.seq, failure.failed_at):
+                self._directory.drop_handle(model)
+                event = self._failed.pop(model, None)
+                if event is not None:
+                    event.set()
+        self._failures = dict(failures)
+
+    def _start_failed(self, model: str) -> OpenAIError:
+        """The error for a request to a model whose start failed."""
+        failure = self._failures.get(model)
+        if failure is None:  # cleared meanwhile (a PATCH): the client may retry at once
+            return ServiceUnavailableError(f"model `{model}` failed to start; retry", 1)
+        return ModelStartFailedError(model, failure.error, failure.retry_after_s(time.time()))
+
+    async def _gate(self, model: str) -> None:
+        """A model that failed to start: within its backoff the request gets the error at
+        once; after it, the request has the manager start the next attempt and waits for it."""
+        failure = self._failures.get(model)
+        if failure is None or failure.retrying:
+            return
+        if time.time() < failure.retry_at:
+            raise self._start_failed(model)
+        failure = unwrap(await self._manager.retry.remote(model))
+        if failure is None:
+            self._failures.pop(model, None)
+        else:
+            self._failures[model] = failure
+            if not failure.retrying:  # the redeploy itself failed
+                raise self._start_failed(model)
+
+    async def _accepted(
+        self, config: ModelConfig, events: DeploymentResponseGenerator, wait_s: float
+    ) -> Accepted | ResponseHead | str:
+        """The reply's first message, within the wait bound; a failed start of the model
+        meanwhile ends the wait at once with its cause. Either way the Serve call is
+        cancelled (it leaves Serve's queue)."""
+        first = asyncio.ensure_future(events.__anext__())
+        failed = asyncio.ensure_future(self._failed.setdefault(config.model, asyncio.Event()).wait())
+        try:
+            await asyncio.wait({first, failed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not first.done():
+                first.cancel()
+                events.cancel()
+                # Its outcome (cancelled) is of no interest: not "never retrieved".
+                first.add_done_callback(lambda task: task.cancelled() or task.exception())
+        if first.done() and not first.cancelled():
+            return first.result()
+        if failed.done() and not failed.cancelled():
+            raise self._start_failed(config.model)
+        raise ServiceUnavailableError(
+            f"model `{config.model}` has no replica ready after {wait_s:g} s; retry later",
+            self._config.retry_after_s,
+        )
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -169,9 +242,11 @@ class OpenAIIngress:
             self._manager.touch.remote(model)
 
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any], log: RequestLog) -> _Reply:
-        config, handle = await self._resolve(body)
+        config, _ = await self._resolve(body)
         log.model = config.model
         body = apply_max_tokens_limit(body, config.max_tokens_limit)
+        await self._gate(config.model)
+        _, handle = self._directory.get(config.model)  # a new one after a failed start
         self._touch(config.model)
         events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(endpoint, body)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
@@ -179,16 +254,20 @@ class OpenAIIngress:
         self._waiting[config.model] = self._waiting.get(config.model, 0) + 1
         metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         try:
-            accepted = await asyncio.wait_for(events.__anext__(), timeout=wait_s)
-        except TimeoutError:
-            events.cancel()
-            raise ServiceUnavailableError(
-                f"model `{config.model}` has no replica ready after {wait_s:g} s; retry later", retry_after
-            ) from None
+            accepted = await self._accepted(config, events, wait_s)
         except BackPressureError:
             raise TooManyRequestsError(
                 f"model `{config.model}` has {config.max_queued_requests} requests waiting; retry later",
                 retry_after,
+            ) from None
+        except DeploymentUnavailableError:
+            # Serve gave up on the model's application, or it was just removed after a
+            # failed start this ingress has not heard of yet.
+            await self._refresh()
+            if config.model in self._failures:
+                raise self._start_failed(config.model) from None
+            raise ServiceUnavailableError(
+                f"model `{config.model}` is not available; retry later", retry_after
             ) from None
         finally:
             self._waiting[config.model] -= 1
@@ -271,22 +350,43 @@ class OpenAIIngress:
     async def http_health(self) -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/ready")
+    async def http_ready(self) -> JSONResponse:
+        """200 once a first request can cold-start in the documented time (the registry
+        reconciled, every node's engine host pool ready); 503 saying what is missing."""
+        try:
+            body = await asyncio.wait_for(self._manager.readiness.remote(), READY_TIMEOUT_S)
+        except TimeoutError:
+            waiting = f"the model manager did not answer within {READY_TIMEOUT_S:g} s"
+            body = {"ready": False, "waiting_for": [waiting]}
+        if body["ready"]:
+            return JSONResponse(body)
+        error = ServiceUnavailableError(
+            "not ready: " + "; ".join(body["waiting_for"]), self._config.retry_after_s
+        )
+        return JSONResponse({**body, **error.body()}, status_code=503, headers=error.headers)
+
     # Admin HTTP API.
 
     def _routable(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Route to the model as just stored, at once (not at the next refresh)."""
+        """Route to the model as just stored, at once (not at the next refresh); a failed
+        start is over (the manager cleared it and deployed the model again)."""
         self._directory.put(ModelConfig.model_validate(record["config"]))
+        self._failures.pop(record["model"], None)
         return record
 
     async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._routable(await self._manager.register.remote(body))
+        return self._routable(unwrap(await self._manager.register.remote(body)))
 
     async def _update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self._routable(await self._manager.update.remote(name, patch))
+        return self._routable(unwrap(await self._manager.update.remote(name, patch)))
 
     async def _delete(self, name: str) -> dict[str, Any]:
         self._directory.remove(name)  # new requests get 404 from now on
-        return await self._manager.delete.remote(name)
+        return unwrap(await self._manager.delete.remote(name))
+
+    async def _describe(self, name: str | None = None) -> list[dict[str, Any]]:
+        return unwrap(await self._manager.describe.remote(name))
 
     @app.post("/v1/admin/models")
     async def admin_register(self, request: Request) -> JSONResponse:
@@ -294,11 +394,11 @@ class OpenAIIngress:
 
     @app.get("/v1/admin/models")
     async def admin_list(self) -> dict[str, Any]:
-        return {"object": "list", "data": await self._manager.describe.remote()}
+        return {"object": "list", "data": await self._describe()}
 
     @app.get("/v1/admin/models/{name:path}")
     async def admin_get(self, name: str) -> dict[str, Any]:
-        (described,) = await self._manager.describe.remote(name)
+        (described,) = await self._describe(name)
         return described
 
     @app.patch("/v1/admin/models/{name:path}")
@@ -327,7 +427,7 @@ class OpenAIIngress:
 
     @app.get("/status")
     async def status(self) -> dict[str, Any]:
-        models, nodes = await asyncio.gather(self._manager.describe.remote(), self._manager.nodes.remote())
+        models, nodes = await asyncio.gather(self._describe(), self._manager.nodes.remote())
         for model in models:  # waiting for a replica, in this ingress replica
             model["queued"] = self._waiting.get(model["model"], 0)
         return {"models": models, "nodes": nodes}

@@ -64,6 +64,11 @@ class ModelDirectory(Generic[H]):
         self._models.pop(name, None)
         self._handles.pop(name, None)
 
+    def drop_handle(self, name: str) -> None:
+        """Forget the model's handle (its application was removed); the next request makes
+        a new one."""
+        self._handles.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._models
 

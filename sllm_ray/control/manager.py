@@ -12,19 +12,33 @@ back after the Serve application or the whole Ray cluster restarts.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import ray
 from pydantic import ValidationError
 from ray import serve
 
 from sllm_ray import metrics
-from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate, engine_workers
+from sllm_ray.config import (
+    AppConfig,
+    FitError,
+    ModelConfig,
+    ModelUpdate,
+    effective_engine_kwargs,
+    engine_workers,
+    fit_problem,
+    position_limit,
+)
+from sllm_ray.control.failures import StartFailure, StartFailures
 from sllm_ray.control.nodes import NodeServices
 from sllm_ray.control.placement import Estimate
+from sllm_ray.control.readiness import pool_ready, readiness
 from sllm_ray.control.registry import (
     DELETING,
     DuplicateModelError,
@@ -33,7 +47,7 @@ from sllm_ray.control.registry import (
     UnknownModelError,
 )
 from sllm_ray.control.sources import SourceError, resolve_source
-from sllm_ray.errors import ConflictError, ModelNotFoundError, UnprocessableError
+from sllm_ray.errors import ConflictError, ErrorReply, ModelNotFoundError, OpenAIError, UnprocessableError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import model_app_name, model_app_prefix
 from sllm_ray.serving.model_server import build_model_deployment
@@ -42,6 +56,31 @@ logger = logging.getLogger(__name__)
 
 # How often the manager looks for new nodes and reads what each store holds.
 NODE_SYNC_S = 5.0
+# How long readiness waits for the nodes' pools to report (a pool still starting answers
+# only once it has started: not ready meanwhile).
+POOL_REPORT_S = 2.0
+# A replica's start error is kept (and sent to clients) up to this length.
+MAX_ERROR_CHARS = 4000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _client_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | ErrorReply]]:
+    """Return an API method's ``OpenAIError`` (``ErrorReply``) instead of raising it, logged
+    once without a traceback: Serve logs whatever a replica's method raises at ERROR, with
+    its traceback, and a client's mistake is not a server error."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | ErrorReply:
+        try:
+            return await method(*args, **kwargs)
+        except OpenAIError as exc:
+            level = logging.ERROR if exc.status >= 500 else logging.INFO
+            logger.log(level, "%s refused (%d): %s", method.__name__, exc.status, exc.message)
+            return ErrorReply(exc)
+
+    return wrapper
 
 
 def validation_error(exc: ValidationError) -> UnprocessableError:
@@ -68,6 +107,41 @@ def _steerable(config: ModelConfig) -> bool:
     return config.autoscaling.max_replicas == 1 and engine_workers(config.engine_kwargs) == 1
 
 
+def _node_shapes() -> list[dict[str, float]]:
+    """Ray resource totals of every alive node and of every node type the cluster's
+    autoscaler may add (when it publishes its config: ``ray up``, KubeRay)."""
+    shapes = [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+    # Ray's only view of the autoscaler's node types; private, so read defensively.
+    try:
+        cluster = ray._private.state.state.get_cluster_config()
+    except Exception:
+        logger.debug("no autoscaler config readable", exc_info=True)
+        cluster = None
+    if cluster is not None:
+        shapes += [dict(group.resources) for group in cluster.node_group_configs if group.max_count != 0]
+    return shapes
+
+
+def _check_max_model_len(config: ModelConfig) -> None:
+    """``max_model_len`` within the model's own limit, for a model in a local folder (a
+    hub model's config is not fetched for this; vLLM checks when it builds the engine)."""
+    length = config.engine_kwargs.get("max_model_len")
+    folder = Path(config.model_source)
+    if not isinstance(length, int) or isinstance(length, bool) or not folder.is_absolute():
+        return
+    try:
+        hf_config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    limit = position_limit(hf_config) if isinstance(hf_config, dict) else None
+    if limit is not None and length > limit:
+        raise UnprocessableError(
+            f"engine_kwargs.max_model_len is {length}, beyond the model's {limit} positions "
+            "(max_position_embeddings in its config.json)",
+            param="engine_kwargs.max_model_len",
+        )
+
+
 class ModelManager:
     """Registers, updates and deletes models; keeps Serve in line with the registry."""
 
@@ -85,6 +159,16 @@ class ModelManager:
         # Model -> the node its replicas are steered to (placement's choice when deployed).
         self._preferred: dict[str, str | None] = {}
         self._engine_args: asyncio.Future[list[str]] | None = None
+        # Model -> the config its replicas are built with (engine memory derived), as
+        # deployed: a replica's failed start names its fingerprint.
+        self._deployed: dict[str, ModelConfig] = {}
+        self._failures = StartFailures(
+            config.failed_start_backoff_s,
+            config.failed_start_backoff_max_s,
+            config.failed_starts_before_failed,
+        )
+        # Model -> the removal of its application after a failed start, until done.
+        self._stopping: dict[str, asyncio.Task[None]] = {}
         seeded = self._registry.seed([self._checked(m) for m in config.models])
         logger.info("registry %s: seeded %s", registry_path, seeded or "nothing new")
         loop = asyncio.get_running_loop()
@@ -121,6 +205,22 @@ class ModelManager:
                 f"engine_kwargs: unknown vLLM engine arguments {unknown}", param="engine_kwargs"
             )
 
+    def _engine_config(self, config: ModelConfig) -> ModelConfig:
+        """The config replicas are built with: the engine memory bounded (``config.
+        effective_engine_kwargs``). The registry keeps the user's."""
+        kwargs = effective_engine_kwargs(config, self._config.engine_sleepers_per_node)
+        return config.model_copy(update={"engine_kwargs": kwargs})
+
+    async def _check_fit(self, config: ModelConfig) -> None:
+        """Refuse a model no node can hold (as far as the nodes and node types are known)."""
+        try:
+            engine = self._engine_config(config)
+            problem = fit_problem(config, engine.engine_kwargs, await asyncio.to_thread(_node_shapes))
+        except FitError as exc:
+            problem = exc
+        if problem is not None:
+            raise UnprocessableError(problem.message, param=problem.param)
+
     async def _validated(self, data: dict[str, Any] | ModelConfig) -> ModelConfig:
         try:
             config = data if isinstance(data, ModelConfig) else ModelConfig.model_validate(data)
@@ -128,6 +228,8 @@ class ModelManager:
             raise validation_error(exc) from None
         config = self._checked(config)
         await self._check_engine_kwargs(config)
+        _check_max_model_len(config)
+        await self._check_fit(config)
         return config
 
     # Serve.
@@ -137,8 +239,11 @@ class ModelManager:
         in the background. Returns once Serve has taken it, not once replicas run: a model
         may have none (scale to zero) or some that cannot be placed yet, and an admin call
         must not wait on either."""
-        self._nodes.prepare(config)
-        await self._run_app(config, self._nodes.placement(config))
+        engine = self._engine_config(config)
+        self._failures.begin(config.model, engine.engine_fingerprint())
+        self._deployed[config.model] = engine
+        self._nodes.prepare(engine)
+        await self._run_app(engine, self._nodes.placement(engine))
 
     async def _run_app(self, config: ModelConfig, estimates: list[Estimate]) -> None:
         """``serve.run`` the model's application, its replicas steered to the best of
@@ -162,9 +267,15 @@ class ModelManager:
         new preference is a new replica option, which Serve applies by replacing replicas.
         The checkpoint is not prepared again: only the replicas' node changes."""
         for record in records:
-            if record.state == DELETING or not _steerable(record.config) or self._replicas(apps, record):
+            engine = self._deployed.get(record.name)
+            if (
+                engine is None  # not deployed (yet), or being deleted
+                or self._failures.get(record.name) is not None  # its application is (being) removed
+                or not _steerable(engine)
+                or self._replicas(apps, record)
+            ):
                 continue
-            estimates = self._nodes.placement(record.config)
+            estimates = self._nodes.placement(engine)
             if not estimates or estimates[0].node_id == self._preferred.get(record.name):
                 continue
             best = estimates[0]
@@ -175,11 +286,13 @@ class ModelManager:
                 best.tier,
                 best.seconds,
             )
-            await self._run_app(record.config, estimates)
+            await self._run_app(engine, estimates)
 
-    async def _delete_app(self, app_name: str) -> None:
+    async def _delete_app(self, app_name: str, wait: bool = True) -> None:
+        """Delete a model's application; ``wait``: until its replicas are gone (in-flight
+        requests finish first, within the graceful shutdown timeout)."""
         async with self._serve_lock:
-            await asyncio.to_thread(serve.delete, app_name)
+            await asyncio.to_thread(serve.delete, app_name, _blocking=wait)
         logger.info("removed model application %s", app_name)
 
     async def _reconcile(self) -> None:
@@ -215,15 +328,112 @@ class ModelManager:
                 for record in records:
                     running = self._replicas(apps, record).get("RUNNING", 0)
                     metrics.set_gauge("sllm_running_replicas", {"model": record.name}, running)
+                    if running:
+                        self._failures.started(record.name)
+                    self._check_serve_gave_up(record, apps)
                 await self._steer(records, apps)
             except Exception:
                 logger.exception("could not sync the per-node services")
+
+    # Failed starts.
+
+    def _stop(self, model: str) -> None:
+        """Remove the model's application, in the background: Serve would otherwise start
+        replica after replica that fail the same way. Without waiting for its replicas
+        (one still starting would hold it for the whole graceful shutdown timeout): a
+        redeploy of an application being deleted takes it back in Serve."""
+        if model not in self._stopping:
+            task = asyncio.get_running_loop().create_task(self._remove_failed(model))
+            self._stopping[model] = task
+            task.add_done_callback(lambda _: self._stopping.pop(model, None))
+
+    async def _remove_failed(self, model: str) -> None:
+        try:
+            await self._delete_app(self._app(model), wait=False)
+        except Exception:
+            # The next attempt's deploy replaces the application all the same.
+            logger.exception("could not remove the application of model %s after its failed start", model)
+
+    async def _stopped(self, model: str) -> None:
+        """Wait for a removal ``_stop`` started (Serve has taken it), so a redeploy comes
+        after it."""
+        task = self._stopping.get(model)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def start_failed(self, model: str, fingerprint: str, message: str) -> None:
+        """Called by a replica whose engine could not be built, before it raises: the
+        requests waiting for the model get ``message`` (through the ingress's next poll of
+        ``routing``), and the model backs off (``control/failures.py``)."""
+        deployed = self._deployed.get(model)
+        if deployed is None or deployed.engine_fingerprint() != fingerprint:
+            logger.info("ignored a failed start of %s: engine %s is not the one deployed", model, fingerprint)
+            return
+        apps = (await asyncio.to_thread(serve.status)).applications
+        if self._replicas(apps, self._registry.get(model)).get("RUNNING"):
+            # Another replica serves the model: its requests go there, and Serve retries
+            # this one (a node short of memory, say) as it does any replica.
+            metrics.count("sllm_failed_starts_total", {"model": model})
+            logger.warning("a replica of %s failed to start beside running ones: %s", model, message)
+            return
+        self._record_failure(model, fingerprint, message)
+
+    def _check_serve_gave_up(self, record: ModelRecord, apps: dict[str, Any]) -> None:
+        """Serve gives up on a deployment whose replicas failed to start several times in a
+        row for a reason no replica reported (an import error, a lost engine host): the
+        same failure, named by the last line of Serve's message (the exception)."""
+        engine = self._deployed.get(record.name)
+        failure = self._failures.get(record.name)
+        if engine is None or (failure is not None and not failure.retrying):
+            return
+        app = apps.get(self._app(record.name))
+        deployment = app.deployments.get(record.config.deployment_name) if app else None
+        if deployment is None or deployment.status.value != "DEPLOY_FAILED":
+            return
+        lines = [line.strip() for line in deployment.message.splitlines() if line.strip()]
+        self._record_failure(
+            record.name, engine.engine_fingerprint(), lines[-1] if lines else "Serve gave up"
+        )
+
+    def _record_failure(self, model: str, fingerprint: str, message: str) -> None:
+        metrics.count("sllm_failed_starts_total", {"model": model})
+        failure, ended = self._failures.record(model, fingerprint, message[:MAX_ERROR_CHARS], time.time())
+        logger.warning(
+            "model %s failed to start (%s, %d in a row; retried by a request after %.0f s): %s",
+            model,
+            failure.state,
+            failure.failures,
+            failure.retry_at - failure.failed_at,
+            message,
+        )
+        if ended:
+            self._stop(model)
+
+    @_client_errors
+    async def retry(self, model: str) -> StartFailure | None:
+        """Start the next attempt of a model whose backoff is over (the ingress calls this
+        for the first request after it); idempotent. The model's failure, if any remains."""
+        record = self._get(model)
+        if self._failures.due(model, time.time()):
+            engine = self._engine_config(record.config)
+            self._failures.begin(model, engine.engine_fingerprint())  # concurrent calls: one retry
+            logger.info("retrying model %s after a failed start", model)
+            try:
+                await self._stopped(model)
+                await self._deploy(record.config)
+            except Exception as exc:
+                logger.exception("could not redeploy model %s", model)
+                self._failures.record(
+                    model, engine.engine_fingerprint(), f"could not be deployed: {exc}", time.time()
+                )
+        return self._failures.get(model)
 
     # API.
 
     async def ready(self) -> None:
         await asyncio.shield(self._reconciled)
 
+    @_client_errors
     async def register(self, data: dict[str, Any]) -> dict[str, Any]:
         config = await self._validated(data)
         try:
@@ -234,10 +444,14 @@ class ModelManager:
             await self._deploy(config)
         except Exception as exc:
             self._registry.remove(config.model)
-            raise UnprocessableError(f"model could not be deployed: {exc}") from exc
+            self._deployed.pop(config.model, None)
+            logger.exception("could not deploy model %s", config.model)
+            raise OpenAIError(f"model could not be deployed: {type(exc).__name__}: {exc}") from exc
         return record.to_json()
 
+    @_client_errors
     async def update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A PATCH; it also ends a failed model's backoff: the model is deployed again now."""
         current = self._get(name)
         try:
             update = ModelUpdate.model_validate(patch)
@@ -249,10 +463,14 @@ class ModelManager:
             record = self._registry.replace(config)
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
-        rolled = config.engine_fingerprint() != current.config.engine_fingerprint()
+        before = self._deployed.get(name)
+        self._failures.clear(name)
+        await self._stopped(name)
         await self._deploy(config)
+        rolled = before is None or self._deployed[name].engine_fingerprint() != before.engine_fingerprint()
         return {**record.to_json(), "replicas_rolled": rolled}
 
+    @_client_errors
     async def delete(self, name: str) -> dict[str, Any]:
         """Stop routing to the model at once; in-flight requests finish (bounded by the
         deployment's graceful shutdown timeout) before its application goes."""
@@ -260,6 +478,9 @@ class ModelManager:
             record = self._registry.mark_deleting(name)
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
+        self._deployed.pop(name, None)
+        self._failures.clear(name)
+        await self._stopped(name)
         await self._delete_app(self._app(name))
         self._nodes.forget(record.config)
         self._registry.remove(name)
@@ -282,37 +503,64 @@ class ModelManager:
             raise ModelNotFoundError(name)
         return record
 
-    async def active_models(self) -> list[ModelConfig]:
-        """The models requests may be routed to: once the restored ones are deployed, so an
-        ingress never routes to an application that is not there yet."""
+    async def routing(self) -> tuple[list[ModelConfig], dict[str, StartFailure]]:
+        """What the ingress routes by (it polls this each second): the models requests may
+        go to, once the restored ones are deployed (so an ingress never routes to an
+        application that is not there yet), and the models that failed to start."""
         await self.ready()
-        return [r.config for r in self._registry.list() if r.state != DELETING]
+        models = [r.config for r in self._registry.list() if r.state != DELETING]
+        return models, self._failures.all()
 
     async def touch(self, name: str) -> None:
         self._last_used[name] = time.time()
 
     async def nodes(self) -> list[dict[str, Any]]:
-        """Each node's engine hosts and what its checkpoint store holds."""
-        return await self._nodes.status()
+        """Each node's engine hosts (``pool_ready``: can it hand out a host now) and what its
+        checkpoint store holds."""
+        return [
+            {**node, "pool_ready": pool_ready(node["engine_hosts"])} for node in await self._nodes.status()
+        ]
 
+    async def readiness(self) -> dict[str, Any]:
+        """``GET /ready``'s body (``control/readiness.py``)."""
+        try:
+            nodes = await asyncio.wait_for(self._nodes.status(), POOL_REPORT_S)
+        except TimeoutError:
+            body = readiness(self._reconciled.done(), [])
+            body["waiting_for"] = [f"the engine host pools did not report within {POOL_REPORT_S:g} s"]
+            return body
+        return readiness(self._reconciled.done(), nodes)
+
+    @_client_errors
     async def describe(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Registry records with their live state: replicas by state, last use."""
+        """Registry records with their live state: replicas by state, last use, the engine
+        arguments replicas are built with, a failed start."""
         records = [self._get(name)] if name is not None else self._registry.list()
         apps = serve.status().applications
         out = []
         for record in records:
             app = apps.get(self._app(record.name))
             deployment = app.deployments.get(record.config.deployment_name) if app else None
+            replicas = self._replicas(apps, record)
+            if replicas.get("RUNNING"):
+                self._failures.started(record.name)
+            failure = self._failures.get(record.name)
+            engine = self._deployed.get(record.name)
             out.append(
                 {
                     **record.to_json(),
+                    # active, deleting, or a failed start's failing / failed
+                    "state": failure.state if failure is not None else record.state,
+                    "start_failure": failure.to_json() if failure is not None else None,
+                    "effective_engine_kwargs": engine.engine_kwargs if engine is not None else None,
+                    "engine_fingerprint": engine.engine_fingerprint() if engine is not None else None,
                     "app": self._app(record.name),
                     "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
-                    "replicas": self._replicas(apps, record),
+                    "replicas": replicas,
                     "last_used": self._last_used.get(record.name),
                     "placement": {
                         "preferred_node": self._preferred.get(record.name),
-                        "estimates": [e.to_json() for e in self._nodes.placement(record.config)],
+                        "estimates": [e.to_json() for e in self._nodes.placement(engine or record.config)],
                     },
                     "checkpoint": {
                         "source": record.config.model_source,

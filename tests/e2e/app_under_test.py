@@ -28,6 +28,7 @@ def app_config(model_dir: Path, data_dir: Path) -> dict:
         "model_roots": [str(model_dir.parent)],
         "request_wait_timeout_s": 180,
         "retry_after_s": 7,
+        "failed_start_backoff_s": 1,  # test_failures retries a failing model within seconds
         "models": [
             model_body("tiny", model_dir, autoscaling={"keep_alive_s": 600}),
             model_body(

@@ -39,7 +39,8 @@ def test_cli_lifecycle(serve_app: str, tiny_model_dir: Path) -> None:
     assert out.stdout.strip() == "registered cli-m"
 
     listed = sllm_ray("list").stdout.splitlines()
-    assert listed[0].split() == ["MODEL", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
+    header = ["MODEL", "STATE", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
+    assert listed[0].split() == header
     row = next(line.split() for line in listed if line.startswith("cli-m "))
     assert row[-3:] == ["0-1", "30s", str(tiny_model_dir)]
 
@@ -57,7 +58,8 @@ def test_cli_lifecycle(serve_app: str, tiny_model_dir: Path) -> None:
     # The table form: the models, then each node's hosts and store.
     table = sllm_ray("status").stdout
     nodes = table.split("\n\n")[1].splitlines()
-    assert nodes[0].split() == ["NODE", "FREE", "SERVING", "ASLEEP", "DRAM", "IN", "DRAM", "ON", "DISK"]
+    header = ["NODE", "READY", "FREE", "SERVING", "ASLEEP", "DRAM", "IN", "DRAM", "ON", "DISK"]
+    assert nodes[0].split() == header
     assert len(nodes) == 1 + len(status["nodes"])
 
     assert sllm_ray("delete", "cli-m").stdout.strip() == "deleted cli-m"
