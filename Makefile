@@ -26,8 +26,10 @@ demo-model: $(DEMO_MODEL)/sllm_tiny_model.json
 $(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
 	$(PY) -m sllm_ray.tools.tiny_model $(DEMO_MODEL)
 
+# The waiter prints one line once the app is ready (GET /ready): from then on a first
+# request cold-starts in the documented time.
 run: setup demo-model
-	$(VENV)/bin/serve run configs/serve.yaml
+	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/serve run configs/serve.yaml
 
 test: setup
 	$(VENV)/bin/pytest -v -rs tests/unit tests/e2e
