@@ -18,11 +18,11 @@ from sllm_ray.config import CPU_KV_CACHE_BYTES
 NO_KV = {k: v for k, v in ENGINE_KWARGS.items() if k != "kv_cache_memory_bytes"}
 PiB = 1024**5
 # Small and quick to go back to zero: many of these share the 2-core machine.
-LIGHT = {"resources": {"num_cpus": 0.25}, "autoscaling": {"keep_alive_s": 5}}
+LIGHT = {"resources": {"num_cpus": 0.25}, "autoscaling": {"keep_alive_s": 2, "look_back_period_s": 2}}
 
 
-def _body(name: str, source: Path, **settings: object) -> dict:
-    return {"model": name, "model_source": str(source), "engine_kwargs": NO_KV, **LIGHT, **settings}
+def _body(name: str, source: Path, engine_kwargs: dict = NO_KV, **settings: object) -> dict:
+    return {"model": name, "model_source": str(source), "engine_kwargs": engine_kwargs, **LIGHT, **settings}
 
 
 def _answers(client: openai.OpenAI, model: str) -> bool:
@@ -77,12 +77,13 @@ def test_eight_back_to_back_and_eight_at_once(
     burst = [f"burst-{i}" for i in range(8)]
     try:
         for name in serial:
-            response = admin.post("/v1/admin/models", json=_body(name, tiny_model_dir))
+            response = admin.post("/v1/admin/models", json=_body(name, tiny_model_dir, ENGINE_KWARGS))
             assert response.status_code == 201, response.text
         codes: list[int] = []
 
         def register(name: str) -> None:
-            codes.append(admin.post("/v1/admin/models", json=_body(name, tiny_model_dir)).status_code)
+            body = _body(name, tiny_model_dir, ENGINE_KWARGS)
+            codes.append(admin.post("/v1/admin/models", json=body).status_code)
 
         threads = [threading.Thread(target=register, args=(name,)) for name in burst]
         for thread in threads:
@@ -92,7 +93,8 @@ def test_eight_back_to_back_and_eight_at_once(
         assert Counter(codes) == {201: 8}
         listed = {m.id for m in client.models.list().data}
         assert set(serial + burst) <= listed
-        # One of each group answers: the deploys that overlapped left working apps.
+        # One of each group answers: the deploys that overlapped left working apps (each
+        # of the 16 answering costs a cold start, minutes on the 2-core machine).
         assert _answers(client, serial[-1]) and _answers(client, burst[0])
     finally:
         for name in serial + burst:
