@@ -11,6 +11,8 @@ import re
 
 # Ray namespace of the per-node actors (host pools, checkpoint stores).
 NAMESPACE = "sllm_ray"
+# The model manager's deployment in the sllm_ray application (replicas report to it).
+MANAGER_NAME = "model-manager"
 
 
 def _readable(name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sllm_ray import metrics
+from sllm_ray import metrics, ray_compat
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.placement import Estimate, NodeState, fits, rank
 from sllm_ray.engine.host_pool import HostPool
@@ -76,7 +76,14 @@ class NodeServices:
         pool = (
             ray.remote(HostPool)
             .options(name=pool_name(self._app, node_id), max_concurrency=1000, **pinned)
-            .remote(self._app, node_id, config.engine_hosts_per_node, config.engine_sleepers_per_node)
+            .remote(
+                self._app,
+                node_id,
+                config.engine_hosts_per_node,
+                config.engine_sleepers_per_node,
+                config.engine_host_memory_bytes,
+                config.engine_cls,
+            )
         )
         store = (
             ray.remote(CheckpointStore)
@@ -180,8 +187,7 @@ class NodeServices:
         """The live nodes that could start a replica of the model now, soonest ready first."""
         keys = _keys(config)
         options = config.resources.to_ray_actor_options()
-        # Ray has no public per-node view of free resources; this is the dashboard's own.
-        available = ray._private.state.available_resources_per_node()
+        available = ray_compat.available_resources_per_node()
         states, size = [], 0
         for node_id in self._nodes:
             if not fits(available.get(node_id, {}), options):

@@ -3,14 +3,19 @@
 A replica and the host it claimed run on the same node. Forwarding each reply item as a
 Ray streaming call costs about 2.3 ms more per request to the first token than a local
 ZeroMQ socket (0.5 ms), measured on the 2-core machine; a warm request's whole time to
-first token is 15 to 20 ms there. So ``generate`` goes over this channel, and everything
-else (start, health, release) stays a Ray call.
+first token is 15 to 20 ms there. An engine host is a plain process forked by its node's
+launcher, not a Ray actor, so its control calls (build the engine, sleep, wake, health,
+exit) travel here too.
 
-One ROUTER socket per host, one DEALER per replica; each request has an id, and every
-message is ``[request id, JSON]``: JSON, never pickle, so a peer can send data and
-nothing else. The host streams ``{"head": [status, body]}``, then ``{"sse": event}``
-items, and ends with ``{"end": true}`` or ``{"error": message}``; the replica sends
-``{"abort": true}`` when its caller went away, which cancels the request in vLLM.
+One ROUTER socket per host, one DEALER per peer; each message is ``[id, JSON]``: JSON,
+never pickle, so a peer can send data and nothing else.
+
+- A request ``{"endpoint", "body"}``: the host streams ``{"head": [status, body]}``, then
+  ``{"sse": event}`` items, and ends with ``{"end": true}`` or ``{"error": message}``;
+  the replica sends ``{"abort": true}`` when its caller went away, which cancels the
+  request in vLLM.
+- A call ``{"call": name, "args": {...}}``: one reply, ``{"result": value}`` or
+  ``{"error": message}``.
 """
 
 from __future__ import annotations
@@ -20,19 +25,20 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from sllm_ray.engine.process_exit import wait_exit
 from sllm_ray.protocol import Endpoint, ResponseHead
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Endpoint, dict[str, Any]], AsyncIterator[ResponseHead | str]]
+Control = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 class ChannelError(RuntimeError):
@@ -45,8 +51,11 @@ def _encode(item: ResponseHead | str) -> bytes:
     return json.dumps({"sse": item}).encode()
 
 
-def _socket(context: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
-    sock = context.socket(kind)
+def _socket(kind: int) -> zmq.asyncio.Socket:
+    # One context per process, never terminated: terminating one blocks until every socket
+    # of it is closed, and a socket left to the collector by a closed event loop never is.
+    # (``instance`` makes a new one in a forked child.)
+    sock = zmq.asyncio.Context.instance().socket(kind)
     # Never drop a token: ZeroMQ's default high-water marks discard messages silently.
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -55,15 +64,15 @@ def _socket(context: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
 
 
 class ChannelServer:
-    """The host's end: runs ``handler`` for each request and streams what it yields."""
+    """The host's end, bound at ``address`` (``ipc://<path>``): runs ``control`` for each
+    call and, once ``serve`` gave it one, ``handler`` for each request."""
 
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-        self._context = zmq.asyncio.Context()
-        self._sock = _socket(self._context, zmq.ROUTER)
-        # Short: a Unix socket path has at most 107 bytes.
-        self._path = os.path.join(tempfile.gettempdir(), f"sllm-{os.getpid()}-{uuid.uuid4().hex[:8]}.sock")
-        self.address = f"ipc://{self._path}"
+    def __init__(self, address: str, control: Control) -> None:
+        self._handler: Handler | None = None
+        self._control = control
+        self._sock = _socket(zmq.ROUTER)
+        self._path = address.removeprefix("ipc://")
+        self.address = address
         self._sock.bind(self.address)
         self._requests: dict[bytes, asyncio.Task[None]] = {}
         self.stats = {"requests": 0, "aborted": 0}
@@ -73,6 +82,12 @@ class ChannelServer:
         while True:
             peer, rid, payload = await self._sock.recv_multipart()
             message = json.loads(payload)
+            if "call" in message:
+                task = asyncio.get_running_loop().create_task(
+                    self._call(peer, rid, message["call"], message.get("args") or {})
+                )
+                self._requests[rid] = task
+                continue
             if message.get("abort"):
                 task = self._requests.get(rid)
                 if task is not None:
@@ -85,8 +100,24 @@ class ChannelServer:
             )
             self._requests[rid] = task
 
+    def serve(self, handler: Handler) -> None:
+        """Answer requests with ``handler`` from now on (the engine is built)."""
+        self._handler = handler
+
+    async def _call(self, peer: bytes, rid: bytes, name: str, args: dict[str, Any]) -> None:
+        try:
+            reply = {"result": await self._control(name, args)}
+        except Exception as exc:
+            # Logged by the control function where it matters; the caller gets the cause.
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._requests.pop(rid, None)
+        await self._sock.send_multipart([peer, rid, json.dumps(reply, default=str).encode()])
+
     async def _run(self, peer: bytes, rid: bytes, endpoint: Endpoint, body: dict[str, Any]) -> None:
         try:
+            if self._handler is None:
+                raise ChannelError("the engine is not built yet")
             async for item in self._handler(endpoint, body):
                 await self._sock.send_multipart([peer, rid, _encode(item)])
             await self._sock.send_multipart([peer, rid, b'{"end": true}'])
@@ -104,21 +135,49 @@ class ChannelServer:
         for task in list(self._requests.values()):
             task.cancel()
         self._sock.close()
-        self._context.term()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)
 
 
 class ChannelClient:
-    """The replica's end: one connection to its host, many requests at once."""
+    """A peer's end: one connection to a host, many requests and calls at once. With
+    ``pid`` (the host's process) every waiting request fails as soon as that process
+    exits, since a dead peer on a ZeroMQ socket is otherwise just silence."""
 
-    def __init__(self, address: str) -> None:
-        self._context = zmq.asyncio.Context()
-        self._sock = _socket(self._context, zmq.DEALER)
+    def __init__(self, address: str, pid: int | None = None) -> None:
+        self._sock = _socket(zmq.DEALER)
         self._sock.connect(address)
         self._queues: dict[bytes, asyncio.Queue[dict[str, Any]]] = {}
         self._failure: str | None = None
-        self._receiver = asyncio.get_running_loop().create_task(self._receive())
+        loop = asyncio.get_running_loop()
+        self._receiver = loop.create_task(self._receive())
+        self._watch = loop.create_task(self._watch_host(pid)) if pid is not None else None
+
+    async def _watch_host(self, pid: int) -> None:
+        await wait_exit(pid)
+        self.fail(f"the engine host (process {pid}) exited")
+
+    @property
+    def failure(self) -> str | None:
+        """Why this channel is dead, or None while it works."""
+        return self._failure
+
+    async def call(self, name: str, **args: Any) -> Any:
+        """Run the host's control function ``name``; ChannelError with the host's reason
+        when it fails or the host is gone."""
+        if self._failure is not None:
+            raise ChannelError(self._failure)
+        rid = uuid.uuid4().bytes
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[rid] = queue
+        try:
+            await self._sock.send_multipart([rid, json.dumps({"call": name, "args": args}).encode()])
+            reply = await queue.get()
+        finally:
+            del self._queues[rid]
+        if "error" in reply:
+            raise ChannelError(reply["error"])
+        return reply["result"]
 
     async def _receive(self) -> None:
         while True:
@@ -165,5 +224,6 @@ class ChannelClient:
 
     def close(self) -> None:
         self._receiver.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         self._sock.close()
-        self._context.term()

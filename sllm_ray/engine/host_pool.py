@@ -1,28 +1,39 @@
-"""Per-node pools of engine hosts, kept full ahead of demand, and the sleeping engines.
+"""Per-node pools of engine hosts: forked ahead of demand, and the sleeping engines.
 
 One ``HostPool`` actor per node (started by the model manager, named after the app and
-the node) keeps ``size`` prepared hosts pinned to its node. ``claim`` hands one out at
-once and starts a replacement in the background; with none ready it starts one on the
-spot, which is the slow path (a vLLM import) and says so in the log.
+the node) starts the node's launcher (``launcher.py``) and keeps hosts forked from it
+ready: at least ``min_ready``, and as many as the cold starts of the last
+``RATE_WINDOW_S`` seconds, within ``memory_bytes`` of the idle hosts' unique memory.
+``claim`` hands one out at once and forks its replacement at once (a fork takes
+milliseconds: nothing competes with the cold path for the CPU); with none ready it forks
+one on the spot, which is as fast once the launcher is prepared.
 
-When a replica goes away its host's engine goes to sleep and the host is ``park``-ed
-here (llm-d's fast model actuation): up to ``sleep_limit`` sleeping engines per node,
-the least recently used one exiting beyond it. A replica of the same engine claiming a
-host on this node gets the sleeping one, which wakes instead of building (a hot start).
+When a replica goes away (its process exits, watched through a pidfd, or it retires its
+host), the host's engine goes to sleep here (llm-d's fast model actuation): up to
+``sleep_limit`` sleeping engines per node, the least recently used one exiting beyond
+it. A replica of the same engine claiming a host on this node gets the sleeping one,
+which wakes instead of building (a hot start).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import tempfile
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
-import ray
+import psutil
 
-from sllm_ray.engine.host import start_host
+from sllm_ray.engine.channel import ChannelClient, ChannelError
+from sllm_ray.engine.launcher import Launcher, LauncherError
+from sllm_ray.engine.process_exit import wait_exit
+from sllm_ray.engine.records import HostLease, HostRecord, host_address
 from sllm_ray.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -30,139 +41,313 @@ logger = logging.getLogger(__name__)
 # After a model is deleted, its replicas' engines may still be on their way to sleep here:
 # they are turned away for this long.
 FORGET_S = 60.0
-# A replacement host waits this long before importing vLLM, so that it does not compete
-# for the CPU with the engine build of the host just claimed (the cold path).
-REFILL_DELAY_S = 5.0
+# The ready hosts a node keeps follow the cold starts of this window.
+RATE_WINDOW_S = 60.0
+# At most this many ready hosts per node, whatever the rate and the budget.
+MAX_READY = 16
+# A forked, idle host's unique memory until one has been measured.
+HOST_USS_GUESS = 64 * 1024**2
+# How long a host may take to answer a control call from the pool.
+CALL_TIMEOUT_S = 30.0
+# Environment of the launcher and so of every host: the CPU build keeps its model worker
+# in-process only when vLLM's multiprocessing is off (it affects nothing else in AsyncLLM).
+HOST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+READY, SERVING, ASLEEP = "ready", "serving", "asleep"
 
 
 @dataclass
-class _Sleeper:
-    host: Any
-    fingerprint: str
-    model: str
-    since: float
+class _Host:
+    host_id: str
+    pid: int
+    address: str
+    client: ChannelClient
+    state: str = READY
+    model: str | None = None
+    fingerprint: str | None = None
+    since: float = field(default_factory=time.time)
+    uss: int | None = None
+    watches: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass
+class Sizing:
+    """How many ready hosts a node keeps (pure logic)."""
+
+    min_ready: int
+    memory_bytes: int
+    claims: deque[float] = field(default_factory=deque)  # monotonic times of cold claims
+
+    def cold_claim(self, now: float) -> None:
+        self.claims.append(now)
+
+    def target(self, now: float, host_uss: int) -> int:
+        while self.claims and now - self.claims[0] > RATE_WINDOW_S:
+            self.claims.popleft()
+        wanted = max(self.min_ready, len(self.claims))
+        affordable = self.memory_bytes // max(host_uss, 1)
+        return max(0, min(wanted, affordable, MAX_READY))
 
 
 class HostPool:
-    def __init__(self, app: str, node_id: str, size: int, sleep_limit: int) -> None:
+    def __init__(
+        self,
+        app: str,
+        node_id: str,
+        min_ready: int,
+        sleep_limit: int,
+        memory_bytes: int,
+        engine_cls: str,
+    ) -> None:
         configure_logging()
         self._app = app
         self._node_id = node_id
-        self._size = size
         self._sleep_limit = sleep_limit
-        self._ready: list[Any] = []  # hosts whose imports are done
-        self._preparing: set[asyncio.Task[None]] = set()
-        # Host id -> sleeping engine, least recently used first.
-        self._sleeping: OrderedDict[str, _Sleeper] = OrderedDict()
-        # Host id -> claimed host. The pool started every host, so it owns them: a host
-        # lives while the pool holds a reference, whether its replica still does or not.
-        self._claimed: dict[str, Any] = {}
+        self._sizing = Sizing(min_ready, memory_bytes)
+        # Socket paths have at most 107 bytes: a short folder of this pool's own.
+        self._run_dir = tempfile.mkdtemp(prefix="sllm-")
+        self._hosts: dict[str, _Host] = {}
+        self._ready: list[_Host] = []
+        self._forking = 0
+        # Host id -> sleeping host, least recently used first.
+        self._sleeping: OrderedDict[str, _Host] = OrderedDict()
         self._forgotten: dict[str, float] = {}  # deleted model -> when
+        self._exits: dict[int, int] = {}  # pid -> exit code, from the launcher
         self.claims = 0
         self.slow_claims = 0
         self.hot_claims = 0
         self.evictions = 0
+        self._launcher = Launcher(engine_cls, HOST_ENV, self._host_exited)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn(self._start_launcher())
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _start_launcher(self) -> None:
+        await self._launcher.start()
+        await self._launcher.prepared.wait()
+        if self._launcher.failure is not None:
+            logger.error("engine launcher on node %s failed: %s", self._node_id, self._launcher.failure)
+            return
+        logger.info("engine launcher on node %s prepared in %.2f s", self._node_id, self._launcher.prepare_s)
         self._refill()
 
-    def _refill(self, delay_s: float = 0.0) -> None:
-        missing = self._size - len(self._ready) - len(self._preparing)
+    def _host_exited(self, pid: int, code: int) -> None:
+        self._exits[pid] = code
+        if code != 0:
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            logger.warning("engine host process %d on node %s ended: %s", pid, self._node_id, how)
+
+    # Forking and sizing.
+
+    def _host_uss(self) -> int:
+        measured = [h.uss for h in self._ready if h.uss]
+        return max(measured) if measured else HOST_USS_GUESS
+
+    def _refill(self) -> None:
+        if not self._launcher.alive:
+            return
+        missing = self._sizing.target(time.monotonic(), self._host_uss()) - len(self._ready) - self._forking
         for _ in range(max(missing, 0)):
-            task = asyncio.get_event_loop().create_task(self._prepare(delay_s))
-            self._preparing.add(task)
-            task.add_done_callback(self._preparing.discard)
+            self._spawn(self._fork_ready())
 
-    async def _prepare(self, delay_s: float = 0.0) -> None:
-        await asyncio.sleep(delay_s)
-        host = start_host(self._app, self._node_id)
+    async def _fork_ready(self) -> None:
         try:
-            await host.__ray_ready__.remote()
-        except ray.exceptions.RayActorError:
-            logger.exception("engine host failed to start on node %s", self._node_id)
-            await asyncio.sleep(5)  # do not spin on a node that cannot start hosts
-        else:
-            self._ready.append(host)
+            host = await self._fork()
+        except LauncherError as exc:
+            logger.error("could not fork an engine host on node %s: %s", self._node_id, exc)
+            return
+        self._ready.append(host)
 
-    def park(self, host: Any, host_id: str, fingerprint: str, model: str) -> bool:
-        """Keep a host whose engine went to sleep; False (the host then exits) when no
-        sleeper is allowed. Beyond the limit the least recently used sleeper exits."""
-        if self._sleep_limit <= 0 or time.monotonic() - self._forgotten.get(model, -FORGET_S) < FORGET_S:
-            return False
-        host = self._claimed.pop(host_id, host)
-        self._sleeping[host_id] = _Sleeper(host, fingerprint, model, time.time())
+    async def _fork(self) -> _Host:
+        self._forking += 1
+        try:
+            host_id = uuid.uuid4().hex
+            address = host_address(self._run_dir, host_id)
+            pid = await self._launcher.fork(host_id, address)
+        finally:
+            self._forking -= 1
+        host = _Host(host_id, pid, address, ChannelClient(address, pid))
+        self._hosts[host_id] = host
+        host.watches.append(self._spawn(self._watch_host(host)))
+        return host
+
+    async def _watch_host(self, host: _Host) -> None:
+        await wait_exit(host.pid)
+        self._drop(host)
+
+    def _drop(self, host: _Host) -> None:
+        self._hosts.pop(host.host_id, None)
+        self._sleeping.pop(host.host_id, None)
+        if host in self._ready:
+            self._ready.remove(host)
+        host.client.close()
+        for task in host.watches:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._refill()
+
+    # Claims.
+
+    async def claim(self, replica: str, replica_pid: int, fingerprint: str | None = None) -> HostLease:
+        """A host for ``replica`` (its process ``replica_pid``, watched so the host retires
+        with it): the one whose engine with ``fingerprint`` sleeps here, else a ready one."""
+        self.claims += 1
+        host = self._sleeper(fingerprint)
+        if host is not None:
+            self.hot_claims += 1
+        else:
+            self._sizing.cold_claim(time.monotonic())
+            if not self._launcher.prepared.is_set():
+                self.slow_claims += 1
+                logger.warning("engine launcher on node %s still preparing: %s waits", self._node_id, replica)
+            host = self._ready.pop(0) if self._ready else await self._fork()
+        host.state, host.since = SERVING, time.time()
+        host.watches.append(self._spawn(self._watch_replica(host, replica_pid)))
+        self._refill()
+        return HostLease(host.host_id, host.pid, host.address, asleep=host.model is not None)
+
+    def _sleeper(self, fingerprint: str | None) -> _Host | None:
+        for host_id, host in reversed(self._sleeping.items()):
+            if host.fingerprint == fingerprint:
+                del self._sleeping[host_id]
+                return host
+        return None
+
+    async def _watch_replica(self, host: _Host, replica_pid: int) -> None:
+        await wait_exit(replica_pid)
+        if self._hosts.get(host.host_id) is host and host.state == SERVING:
+            logger.info("replica (process %d) of host %s is gone", replica_pid, host.host_id[:8])
+            await self.retire(host.host_id)
+
+    async def retire(self, host_id: str) -> None:
+        """The replica is done with this host: its engine sleeps here (up to the limit,
+        least recently used out), or the host exits."""
+        host = self._hosts.get(host_id)
+        if host is None or host.state != SERVING:
+            return
+        for task in host.watches[1:]:  # the replica's watch
+            if task is not asyncio.current_task():
+                task.cancel()
+        del host.watches[1:]
+        try:
+            record = HostRecord.from_json(await self._call(host, "record"))
+        except ChannelError:
+            self._exit(host)
+            return
+        if not self._may_sleep(record):
+            self._exit(host)
+            return
+        try:
+            await self._call(host, "sleep")
+        except ChannelError as exc:
+            logger.warning("cannot put the engine of %s to sleep (%s): exiting", record.model, exc)
+            self._exit(host)
+            return
+        host.state, host.since = ASLEEP, time.time()
+        host.model, host.fingerprint = record.model, record.fingerprint
+        self._sleeping[host_id] = host
         while len(self._sleeping) > self._sleep_limit:
             _, evicted = self._sleeping.popitem(last=False)
             self.evictions += 1
             logger.info("sleeping engine of %s exits: more than %d asleep", evicted.model, self._sleep_limit)
-            evicted.host.release.remote()
-        logger.info("engine of %s asleep on node %s (%d sleeping)", model, self._node_id, len(self._sleeping))
-        return True
+            self._exit(evicted)
+        logger.info(
+            "engine of %s asleep on node %s (%d sleeping)", host.model, self._node_id, len(self._sleeping)
+        )
 
-    def drop(self, host_id: str) -> None:
-        """A host is exiting: let go of it."""
-        self._claimed.pop(host_id, None)
-        self._sleeping.pop(host_id, None)
+    def _may_sleep(self, record: HostRecord) -> bool:
+        if record.engine_ready_at is None or not record.keep_asleep or self._sleep_limit <= 0:
+            return False
+        deleted = self._forgotten.get(record.model or "", -FORGET_S)
+        return time.monotonic() - deleted >= FORGET_S
+
+    def discard(self, host_id: str) -> None:
+        """The replica could not use this host (its engine failed to build): it exits."""
+        host = self._hosts.get(host_id)
+        if host is not None:
+            self._exit(host)
 
     def forget(self, model: str) -> None:
         """The model was deleted: its sleeping engines exit, and those still retiring too."""
         self._forgotten[model] = time.monotonic()
-        for host_id, sleeper in list(self._sleeping.items()):
-            if sleeper.model == model:
-                del self._sleeping[host_id]
-                sleeper.host.release.remote()
+        for host in [h for h in self._sleeping.values() if h.model == model]:
+            self._exit(host)
 
-    async def _wake_claim(self, claimer: str, fingerprint: str) -> Any | None:
-        for host_id, sleeper in list(self._sleeping.items()):
-            if sleeper.fingerprint != fingerprint:
-                continue
-            del self._sleeping[host_id]
+    async def _call(self, host: _Host, name: str) -> object:
+        try:
+            return await asyncio.wait_for(host.client.call(name), CALL_TIMEOUT_S)
+        except TimeoutError:
+            raise ChannelError(f"engine host {host.host_id} did not answer {name!r}") from None
+
+    def _exit(self, host: _Host) -> None:
+        """Ask the host to exit; kill it when it does not within the call timeout."""
+        self._sleeping.pop(host.host_id, None)
+        host.state = "exiting"
+
+        async def stop() -> None:
             try:
-                await sleeper.host.claim.remote(claimer)
-            except ray.exceptions.RayActorError:
-                continue
-            self._claimed[host_id] = sleeper.host
-            self.hot_claims += 1
-            return sleeper.host
-        return None
+                await self._call(host, "exit")
+                await asyncio.wait_for(wait_exit(host.pid), CALL_TIMEOUT_S)
+            except (ChannelError, TimeoutError):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(host.pid, signal.SIGKILL)
 
-    async def claim(self, claimer: str, fingerprint: str | None = None) -> Any:
-        """A host for ``claimer`` (a replica id), marked as claimed: the one whose engine
-        with ``fingerprint`` is asleep here, else a prepared one."""
-        started = time.monotonic()
-        self.claims += 1
-        if fingerprint is not None and (host := await self._wake_claim(claimer, fingerprint)) is not None:
-            return host
-        while self._ready:
-            host = self._ready.pop(0)
-            try:
-                self._claimed[await host.claim.remote(claimer)] = host
-            except ray.exceptions.RayActorError:
-                continue  # died while waiting: try the next
-            self._refill(REFILL_DELAY_S)
-            return host
-        self.slow_claims += 1
-        logger.warning(
-            "no prepared engine host on node %s: starting one now (slow cold start)", self._node_id
-        )
-        host = start_host(self._app, self._node_id)
-        self._claimed[await host.claim.remote(claimer)] = host
-        self._refill()
-        logger.info("engine host for %s ready after %.1f s", claimer, time.monotonic() - started)
-        return host
+        self._spawn(stop())
 
-    def status(self) -> dict[str, Any]:
+    # Reports.
+
+    def _measure(self) -> None:
+        for host in self._ready:
+            with contextlib.suppress(psutil.Error):
+                host.uss = psutil.Process(host.pid).memory_full_info().uss
+
+    def status(self) -> dict[str, object]:
+        self._measure()
         return {
             "node_id": self._node_id,
-            "size": self._size,
-            "ready": len(self._ready),
-            "serving": len(self._claimed),
-            "preparing": len(self._preparing),
+            # Whether a cold start here pays no vLLM import: the launcher is prepared.
+            "ready": self._launcher.prepared.is_set() and self._launcher.alive,
+            "launcher": {
+                "pid": self._launcher.pid,
+                "prepare_s": self._launcher.prepare_s,
+                "failure": self._launcher.failure,
+            },
+            "min_ready": self._sizing.min_ready,
+            "target_ready": self._sizing.target(time.monotonic(), self._host_uss()),
+            "free": len(self._ready),
+            "serving": sum(h.state == SERVING for h in self._hosts.values()),
+            "forking": self._forking,
+            "hosts": [
+                {"pid": h.pid, "state": h.state, "model": h.model, "uss_bytes": h.uss}
+                for h in self._hosts.values()
+            ],
             "claims": self.claims,
             "slow_claims": self.slow_claims,
             "hot_claims": self.hot_claims,
             "sleep_limit": self._sleep_limit,
             "sleeping": [
-                {"model": s.model, "fingerprint": s.fingerprint, "since": s.since}
-                for s in self._sleeping.values()
+                {"model": h.model, "fingerprint": h.fingerprint, "since": h.since}
+                for h in self._sleeping.values()
             ],
             "evictions": self.evictions,
+            "memory_bytes": self._sizing.memory_bytes,
         }
+
+    async def shutdown(self) -> None:
+        """End every host and the launcher (the node's pool is going away)."""
+        self._launcher.stop()
+        await self._launcher.wait()
+        for host in list(self._hosts.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.pid, signal.SIGKILL)
+            self._drop(host)
+
+    def __del__(self) -> None:
+        launcher = getattr(self, "_launcher", None)
+        if launcher is not None:
+            launcher.stop()

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from sllm_ray.config import engine_workers
 from sllm_ray.engine import vllm_compat as vc
 from sllm_ray.engine.inproc_core import inproc_engine_core
+from sllm_ray.engine.records import EngineSpec, LoadReport
+from sllm_ray.engine.store_loader import worker_load_report
 from sllm_ray.protocol import Endpoint, ResponseHead
 
 logger = logging.getLogger(__name__)
@@ -72,10 +74,29 @@ class OpenAIEngine:
         self._llm: Any = None
         self._chat: Any = None
         self._completion: Any = None
-        self._models: Any = None
         self.phases: dict[str, float] = {}
 
-    async def start(self) -> None:
+    @classmethod
+    def prepare_process(cls) -> None:
+        vc.prepare_engine_process()
+
+    @classmethod
+    def for_host(cls, spec: EngineSpec) -> OpenAIEngine:
+        group = None
+        if spec.placement_group_id is not None:  # several workers, on Ray (untested on GPUs)
+            from sllm_ray import ray_compat
+
+            group = ray_compat.join_placement_group(spec.gcs_address, spec.placement_group_id)
+        return cls(
+            spec.model, spec.engine_source(), spec.vllm_kwargs(), in_process=True, placement_group=group
+        )
+
+    @classmethod
+    def engine_arg_names(cls) -> list[str]:
+        """The engine arguments this vLLM accepts."""
+        return sorted(f.name for f in dataclasses.fields(vc.AsyncEngineArgs))
+
+    async def start(self) -> LoadReport | None:
         from starlette.datastructures import State
 
         started = mark = time.perf_counter()
@@ -101,13 +122,16 @@ class OpenAIEngine:
         lap("engine_core_s")  # weights, KV cache, warm-up
         state = State()
         tasks = await self._llm.get_supported_tasks()
-        await vc.init_app_state(self._llm, state, self._args, tasks)
+        await vc.init_app_state(self._llm, state, self._args, supported_tasks=tasks)
         lap("serving_layer_s")
         self._chat = state.openai_serving_chat
         self._completion = state.openai_serving_completion
-        self._models = state.openai_serving_models
         seconds = time.perf_counter() - started
         logger.info("vLLM engine for %s ready in %.2f s %s", self.model, seconds, self.phases)
+        if self._engine_args.load_format != "sllm_store":
+            return None
+        reports = await self._llm.collective_rpc(worker_load_report)
+        return LoadReport.merge([LoadReport.from_json(r) for r in reports if r])
 
     async def check_health(self) -> None:
         await self._llm.check_health()
@@ -169,8 +193,3 @@ def _validation_error(exc: ValidationError) -> dict[str, Any]:
             "code": 400,
         }
     }
-
-
-def engine_arg_names() -> list[str]:
-    """The engine arguments this vLLM accepts (run where vLLM is importable)."""
-    return sorted(f.name for f in dataclasses.fields(vc.AsyncEngineArgs))

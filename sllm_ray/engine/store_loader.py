@@ -16,6 +16,10 @@ serving layer ``vllm_compat`` brings in is not wanted. The store names the check
 - ``layout_staging``: when the engine layout does not exist yet, the weights loaded by
   name are written there, and the folder becomes ``layout_dir`` once every rank has been
   written. The next engine of this layout loads in place.
+
+Each load leaves its ``LoadReport`` on the model it loaded (``REPORT_ATTR``); the engine
+collects them from every worker (``worker_load_report`` through vLLM's collective call),
+so the report comes back with the engine build, in-process or from Ray workers alike.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sllm_ray.engine.records import LoadReport
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
     CheckpointError,
@@ -42,9 +47,14 @@ logger = logging.getLogger(__name__)
 LOAD_FORMAT = "sllm_store"
 HF_NAMES, ENGINE_LAYOUT = "hf_names", "engine_layout"
 
-# The last load in this process: an engine host reports it as the "weights loaded" phase,
-# and asks the store to cache a layout it wrote (``layout_written``).
-LAST_LOAD: dict[str, Any] = {}
+# The model attribute holding its load's ``LoadReport``.
+REPORT_ATTR = "sllm_load_report"
+
+
+def worker_load_report(worker: Any) -> dict[str, Any] | None:
+    """Run in each model worker (vLLM's ``collective_rpc``): its load's report, as JSON."""
+    report = getattr(worker.get_model(), REPORT_ATTR, None)
+    return report.to_json() if isinstance(report, LoadReport) else None
 
 
 def pin_for_gpu(buffer: Any) -> bool:
@@ -188,9 +198,7 @@ def register() -> None:
                     raise ValueError(f"checkpoint lacks weights for {sorted(missing)[:5]}")
                 layout = HF_NAMES
             seconds = time.perf_counter() - started
-            LAST_LOAD.clear()
             size = sum(t.numel() * t.element_size() for t in tensors.values())
-            LAST_LOAD.update(tier=tier, layout=layout, seconds=seconds, bytes=size, finished_at=time.time())
             logger.info(
                 "loaded %d tensors (%s) from the store's %s tier in %.3f s",
                 len(tensors),
@@ -203,9 +211,8 @@ def register() -> None:
                 # Now, before process_weights_after_loading repacks or rewrites them in
                 # place: the layout is what an engine holds between the two, where the
                 # next one puts it back. Once per model, layout and node.
-                started = time.perf_counter()
                 owned = {name: p.data for name, p in params.items()}
                 staging, layout_dir = str(extra["layout_staging"]), str(extra["layout_dir"])
                 written = save_layout(owned, staging, layout_dir, rank, tp * get_pp_group().world_size)
-                LAST_LOAD["layout_write_s"] = time.perf_counter() - started
-            LAST_LOAD["layout_written"] = written
+            report = LoadReport(tier, layout, seconds, size, time.time(), written)
+            setattr(model, REPORT_ATTR, report)

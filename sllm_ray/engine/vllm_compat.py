@@ -8,7 +8,11 @@ processes that host an engine import it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from vllm import __version__ as VLLM_VERSION
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -18,21 +22,24 @@ from vllm.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
 )
-from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
 from vllm.entrypoints.openai.completion.protocol import (
     CompletionRequest,
     CompletionResponse,
 )
-from vllm.entrypoints.openai.completion.serving import OpenAIServingCompletion
-from vllm.entrypoints.openai.models.serving import OpenAIServingModels
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.core import EngineCore
-from vllm.v1.engine.core_client import EngineCoreClient
+from vllm.v1.engine.core_client import EngineCoreClient, InprocClient
 from vllm.v1.engine.exceptions import EngineDeadError
+
+logger = logging.getLogger(__name__)
+
+# The release every path and internal below was checked against.
+WRITTEN_FOR = "0.32."
+if not VLLM_VERSION.startswith(WRITTEN_FOR):
+    logger.warning("sllm_ray was written against vLLM %sx; this is %s", WRITTEN_FOR, VLLM_VERSION)
 
 __all__ = [
     "VLLM_VERSION",
@@ -42,15 +49,12 @@ __all__ = [
     "ChatCompletionResponse",
     "CompletionRequest",
     "CompletionResponse",
-    "EngineCore",
     "EngineCoreClient",
     "EngineCoreOutputs",
     "EngineDeadError",
     "ErrorResponse",
     "FrontendArgs",
-    "OpenAIServingChat",
-    "OpenAIServingCompletion",
-    "OpenAIServingModels",
+    "InprocClient",
     "UsageContext",
     "create_error_response",
     "init_app_state",
@@ -77,3 +81,26 @@ def prepare_engine_process() -> None:
         importlib.import_module(f"vllm.model_executor.models.{architecture}")
     current_platform.register_triton_kernel_overrides()
     type(current_platform).register_triton_kernel_overrides = classmethod(lambda cls: None)
+
+
+def has_unfinished_requests(client: InprocClient) -> bool:
+    """Whether the in-process engine core has work for another step: vLLM's own client
+    leaves knowing it to its caller's loop (``LLMEngine``), which reads the scheduler."""
+    return bool(client.engine_core.scheduler.has_requests())
+
+
+@contextlib.contextmanager
+def async_client_factory(make: Callable[..., Any]) -> Iterator[None]:
+    """While active, ``AsyncLLM`` takes its engine-core client from ``make(vllm_config,
+    executor_class, log_stats)`` instead of spawning an engine-core process: vLLM 0.32's
+    ``AsyncLLM.__init__`` asks ``EngineCoreClient.make_async_mp_client`` for it, once."""
+    original = EngineCoreClient.__dict__["make_async_mp_client"]
+
+    def factory(vllm_config: Any, executor_class: type, log_stats: bool, **_: Any) -> Any:
+        return make(vllm_config, executor_class, log_stats)
+
+    EngineCoreClient.make_async_mp_client = staticmethod(factory)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        EngineCoreClient.make_async_mp_client = original  # type: ignore[method-assign]

@@ -1,9 +1,12 @@
 """The per-model deployment ``model:<name>``: a thin replica in front of an engine host.
 
 The replica holds the model's resource reservation and nothing heavy: it never imports
-vLLM. On start it claims a prepared engine host on its own node and has it build the
-engine (weights from the node's checkpoint store); then it forwards requests to the host
-over a local ZeroMQ channel (``engine/channel.py``) and streams the replies back.
+vLLM. On start it claims an engine host from its node's pool (a sleeping engine of the
+same model if there is one, else a freshly forked host), asks the node's checkpoint
+store where the weights are, and has the host build the engine; then it forwards
+requests to the host over the host's local channel (``engine/channel.py``) and streams
+the replies back. A build that fails is reported to the model manager, which names the
+cause to the waiting clients, and the replica's start fails.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 from ray.util import get_current_placement_group
 
-from sllm_ray import metrics
+from sllm_ray import metrics, ray_compat
 from sllm_ray.config import ModelConfig, engine_workers
-from sllm_ray.engine.channel import ChannelClient
-from sllm_ray.engine.host import EngineSpec, start_host
+from sllm_ray.engine.channel import ChannelClient, ChannelError
+from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import NAMESPACE, pool_name
+from sllm_ray.names import MANAGER_NAME, NAMESPACE, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
-from sllm_ray.serving.router import LocalFirstRouter
+from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -37,29 +40,36 @@ logger = logging.getLogger(__name__)
 # after its engine became ready) waited for it: Serve hands a new replica the requests
 # queued for it at once, but on a busy machine not always within a second.
 COLD_WINDOW_S = 10.0
+# A replica on a node that just joined waits this long for the manager to start the
+# node's pool (it looks every few seconds).
+POOL_WAIT_S = 30.0
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
+ROUTER_PATH = "sllm_ray.serving.router:LocalFirstRouter"
 
 
-async def _claim_host(owner_app: str, node_id: str, replica: str, fingerprint: str) -> Any:
-    try:
-        pool = ray.get_actor(pool_name(owner_app, node_id), namespace=NAMESPACE)
-    except ValueError:
-        # No pool on this node (yet): a host of our own, paying the vLLM import now.
-        logger.warning("no engine host pool on node %s: starting a host for %s (slow)", node_id, replica)
-        host = start_host(owner_app, node_id)
-        await host.claim.remote(replica)
-        return host
-    return await pool.claim.remote(replica, fingerprint)
+class EngineStartError(RuntimeError):
+    """A replica could not get its engine: no pool on its node, or the build failed."""
 
 
-def _record_start(model: str, tier: str, timeline: dict[str, float], host: dict[str, Any]) -> None:
+async def _node_pool(owner_app: str, node_id: str) -> Any:
+    deadline = time.monotonic() + POOL_WAIT_S
+    while True:
+        try:
+            return ray.get_actor(pool_name(owner_app, node_id), namespace=NAMESPACE)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"no engine host pool on node {node_id}") from None
+            await asyncio.sleep(0.5)
+
+
+def _record_start(model: str, tier: str, timeline: dict[str, float], host: HostRecord) -> None:
     """A replica start in the metrics: its tier, and its phases from the replica's start."""
     metrics.count("sllm_cold_starts_total", {"model": model, "tier": tier})
     marks = {
         "host_claimed": timeline["host_claimed_at"],
-        "weights_loaded": host.get("weights_loaded_at") if tier != "hot" else None,
+        "weights_loaded": host.load.finished_at if host.load is not None and tier != "hot" else None,
         "engine_ready": timeline["engine_ready_at"],
     }
     for phase, at in marks.items():
@@ -75,60 +85,84 @@ class ModelServer:
         self._timeline: dict[str, float] = {"replica_started_at": time.time()}
         configure_logging()
         self._replica = serve.get_replica_context().replica_id.unique_id
+        self._owner_app = owner_app
+        self._config = config
         context = ray.get_runtime_context()
-        node_id = context.get_node_id()
+        self._node_id = context.get_node_id()
+        self._pool = await _node_pool(owner_app, self._node_id)
+        lease: HostLease = await self._pool.claim.remote(
+            self._replica, os.getpid(), config.engine_fingerprint()
+        )
+        self._lease = lease
+        self._timeline["host_claimed_at"] = time.time()
+        self._channel = ChannelClient(lease.address, lease.pid)
+        try:
+            if lease.asleep:
+                reply = await self._channel.call("wake", keep_asleep=config.keep_asleep)
+            else:
+                reply = await self._channel.call("start", spec=(await self._spec()).to_json())
+        except ChannelError as exc:
+            await self._start_failed(str(exc))
+        record = HostRecord.from_json(reply)
+        self._timeline["engine_ready_at"] = time.time()
+        self._start_kind = "hot" if lease.asleep else "cold"
+        self._first_wave = True
+        tier = "hot" if lease.asleep else (record.load.tier if record.load else "source")
+        _record_start(config.model, tier, self._timeline, record)
+        if not lease.asleep and record.load is not None:
+            rate = record.load.bytes / max(record.load.seconds, 1e-9)
+            metrics.observe("sllm_weights_load_bytes_per_second", {"model": config.model, "tier": tier}, rate)
+            if record.load.layout_written:  # into DRAM, for the next engine of this layout
+                layout = engine_layout(config.engine_kwargs)
+                prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
+        logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
+
+    async def _spec(self) -> EngineSpec:
+        """The engine to build, its weights where this node's store has them."""
+        config = self._config
+        devices: tuple[str, ...] = ()
+        group_id = gcs = None
         if engine_workers(config.engine_kwargs) == 1:
             # The host's one worker uses this replica's reservation.
-            devices, group = tuple(str(i) for i in ray.get_gpu_ids()), None
+            devices = tuple(str(i) for i in ray.get_gpu_ids())
         else:  # the workers run in this replica's placement group, each in its bundle
-            devices, group = (), get_current_placement_group()
-        spec = EngineSpec(
+            group_id = ray_compat.placement_group_id(get_current_placement_group())
+            gcs = ray.get_runtime_context().gcs_address
+        layout = engine_layout(config.engine_kwargs)
+        located = await locate_checkpoint(
+            self._owner_app, self._node_id, config.model, config.model_source, layout
+        )
+        return EngineSpec(
             config.model,
             config.model_source,
             config.engine_kwargs,
             config.engine_fingerprint(),
             devices,
             config.keep_asleep,
-            group,
-        )
-        self._host = await _claim_host(owner_app, node_id, self._replica, spec.fingerprint)
-        self._timeline["host_claimed_at"] = time.time()
-        try:
-            self._host_record: dict[str, Any] = await self._host.start.remote(spec, context.current_actor)
-        except Exception:
-            host, self._host = self._host, None
-            host.release.remote()  # Serve retries with a new replica, which claims a new host
-            raise
-        self._timeline["engine_ready_at"] = time.time()
-        woken = (
-            self._host_record["wakes"] > 0
-            and self._host_record["woke_at"] >= self._timeline["replica_started_at"]
-        )
-        self._start_kind = "hot" if woken else "cold"
-        self._first_wave = True
-        _record_start(
-            config.model,
-            "hot" if woken else str(self._host_record["tier"]),
-            self._timeline,
-            self._host_record,
-        )
-        self._channel = ChannelClient(self._host_record["channel"])
-        self._host_watch = asyncio.get_running_loop().create_task(self._watch_host())
-        logger.info(
-            "replica %s of %s ready: %s %s", self._replica, config.model, self._timeline, self._host_record
+            group_id,
+            gcs,
+            located.tier,
+            located.paths,
         )
 
-    async def _watch_host(self) -> None:
-        try:
-            await self._host.until_released.remote()
-        except ray.exceptions.RayActorError as exc:
-            logger.error("engine host of replica %s died: %s", self._replica, exc)
-            self._channel.fail(f"the engine host died: {exc}")
+    async def _start_failed(self, cause: str) -> None:
+        """The engine could not be built: the host goes, the manager learns why (it tells
+        the waiting clients), and this replica's start fails (Serve may retry)."""
+        self._channel.close()
+        self._pool.discard.remote(self._lease.host_id)
+        message = f"model `{self._config.model}` failed to start: {cause}"
+        logger.error("replica %s: %s", self._replica, message)
+        with contextlib.suppress(Exception):  # the manager may be restarting: still fail
+            manager = serve.get_deployment_handle(MANAGER_NAME, app_name=self._owner_app)
+            await asyncio.wait_for(
+                manager.start_failed.remote(self._config.model, self._config.engine_fingerprint(), cause), 5
+            )
+        raise EngineStartError(message)
 
     async def record(self) -> dict[str, Any]:
         """When this replica started, claimed its host and had its engine; and the host's
         own record, read now. For tests, benchmarks and status."""
-        host = await self._host.record.remote()
+        host = await self._channel.call("record")
         return {"replica": self._replica, "pid": os.getpid(), **self._timeline, "host": host}
 
     async def generate(
@@ -160,15 +194,17 @@ class ModelServer:
             await stream.aclose()
 
     async def check_health(self) -> None:
-        await self._host.check_health.remote()
+        if self._channel.failure is not None:
+            raise RuntimeError(self._channel.failure)
+        await self._channel.call("health")
 
     def __del__(self) -> None:
         channel = getattr(self, "_channel", None)
         if channel is not None:
             channel.close()
-        host = getattr(self, "_host", None)
-        if host is not None:
-            host.retire.remote()  # its engine sleeps in the node's pool, or it exits
+        pool, lease = getattr(self, "_pool", None), getattr(self, "_lease", None)
+        if pool is not None and lease is not None:
+            pool.retire.remote(lease.host_id)  # its engine sleeps in the node's pool, or it exits
 
 
 def build_model_deployment(
@@ -199,7 +235,9 @@ def build_model_deployment(
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests or -1,
         ray_actor_options=actor_options,
-        request_router_config=RequestRouterConfig(request_router_class=LocalFirstRouter),
+        # By import path: Serve pickles a class object by value, and cloudpickle's
+        # by-value registry is not safe while two deploys overlap in the manager.
+        request_router_config=RequestRouterConfig(request_router_class=ROUTER_PATH),
         **group,
         # The engine build is the slow part of a replica's start; Serve's default
         # health-check period would otherwise probe a half-built engine.
@@ -207,6 +245,6 @@ def build_model_deployment(
         health_check_timeout_s=30,
         # Bounds how long in-flight requests may finish when a model is deleted.
         graceful_shutdown_timeout_s=30,
-        _internal=True,  # Serve only takes an explicit version from internal callers
+        **ray_compat.VERSIONED_DEPLOYMENT_OPTIONS,
     )
     return deployment.bind(owner_app, config)

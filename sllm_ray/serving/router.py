@@ -15,6 +15,8 @@ from typing import Protocol, TypeVar
 
 from ray.serve.request_router import FIFOMixin, LocalityMixin, PendingRequest, RequestRouter, RunningReplica
 
+from sllm_ray.ray_compat import router_node_id
+
 
 class _Replica(Protocol):
     @property
@@ -63,7 +65,7 @@ class LocalFirstRouter(FIFOMixin, LocalityMixin, RequestRouter):
         cache = self.replica_queue_len_cache
         return local_first(
             candidate_replicas,
-            self._self_node_id,
+            router_node_id(self),
             lambda replica: cache.get(replica.replica_id),
             self._rng,
         )

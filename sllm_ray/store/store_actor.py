@@ -52,7 +52,7 @@ from sllm_ray.store.checkpoint_format import (
 )
 from sllm_ray.store.convert import PARTIAL, convert
 from sllm_ray.store.dram_tier import BudgetError, DramTier
-from sllm_ray.store.locate import DISK, DRAM, SOURCE
+from sllm_ray.store.locate import DISK, DRAM, SOURCE, CheckpointLocation
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +136,15 @@ class CheckpointStore:
             if PARTIAL not in p.name and (rank_dir(p) / INDEX_FILE).exists()
         }
 
-    def locate(self, model: str, source: str, layout: str | None = None) -> dict[str, Any]:
-        """The fastest tier holding the model now and ``weights``, the load format's
-        ``model_loader_extra_config`` (``store_loader``); starts preparing it in the
-        background when what the engine would best load is not in DRAM yet."""
+    def locate(self, model: str, source: str, layout: str | None = None) -> CheckpointLocation:
+        """The fastest tier holding the model now and the load format's
+        ``model_loader_extra_config`` naming its copies (``store_loader``); starts
+        preparing it in the background when what the engine would best load is not in
+        DRAM yet."""
         key = checkpoint_key(model, source)
         if key not in self._dram and not self._on_disk(key):
             self._start_prepare(model, source, layout)
-            return {"tier": SOURCE}
+            return CheckpointLocation(SOURCE)
         weights = {"checkpoint": str(self._disk_dir(key))}
         best = key
         if layout is not None:
@@ -155,9 +156,9 @@ class CheckpointStore:
                 weights["layout_staging"] = f"{weights['layout_dir']}{PARTIAL}-{uuid.uuid4().hex[:8]}"
         if self._dram.get(best) is None:
             self._start_prepare(model, source, layout)
-            return {"tier": DISK, "weights": weights}
+            return CheckpointLocation(DISK, weights)
         weights["dram_dir" if best == key else "layout_dram_dir"] = str(self._dram.folder(best))
-        return {"tier": DRAM, "weights": weights}
+        return CheckpointLocation(DRAM, weights)
 
     def _start_prepare(self, model: str, source: str, layout: str | None) -> asyncio.Task[dict[str, Any]]:
         key = checkpoint_key(model, source)

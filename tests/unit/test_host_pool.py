@@ -1,65 +1,161 @@
-"""Sleeping engines in a node's pool: the per-node limit, least recently used out, hot claims."""
+"""A node's host pool with its real launcher, forked hosts and the fake engine (no Ray, no
+vLLM): ready hosts by demand, hot claims, sleepers LRU, replicas that die, hosts that die."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sllm_ray.engine.host_pool import HostPool
+import pytest
+
+from sllm_ray.engine.channel import ChannelClient, ChannelError
+from sllm_ray.engine.host_pool import MAX_READY, HostPool, Sizing
+from sllm_ray.engine.records import EngineSpec, HostLease
+from sllm_ray.protocol import Endpoint, ResponseHead
+
+FAKE = "sllm_ray.testing.fake_engine:FakeEngine"
 
 
-class _Call:
-    def __init__(self, log: list[str], what: str) -> None:
-        self._log, self._what = log, what
+def test_ready_hosts_follow_recent_cold_starts_within_the_memory_budget() -> None:
+    sizing = Sizing(min_ready=1, memory_bytes=10 * 2**20)
+    assert sizing.target(0.0, 2**20) == 1
+    for t in range(4):
+        sizing.cold_claim(float(t))
+    assert sizing.target(4.0, 2**20) == 4
+    assert sizing.target(4.0, 4 * 2**20) == 2  # the budget holds two such hosts
+    assert sizing.target(100.0, 2**20) == 1  # the burst is out of the window
+    for t in range(40):
+        sizing.cold_claim(200.0 + t)
+    assert sizing.target(240.0, 1) == MAX_READY
+    assert Sizing(min_ready=0, memory_bytes=0).target(0.0, 2**20) == 0
 
-    def remote(self, *args: Any) -> Any:
-        self._log.append(self._what)
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        done.set_result("host-id")
-        return done
+
+async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
-class Host:
-    """Records what the pool asks of it (a Ray actor handle in the real pool)."""
+class Replica:
+    """A stand-in replica: a real process (its pid is what the pool watches)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.calls: list[str] = []
-        self.release = _Call(self.calls, "release")
-        self.claim = _Call(self.calls, "claim")
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(["sleep", "600"])
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+async def _start(lease: HostLease, model: str, **engine: Any) -> ChannelClient:
+    client = ChannelClient(lease.address, lease.pid)
+    spec = EngineSpec(model, "/models/m", engine, f"fp-{model}")
+    if lease.asleep:
+        await client.call("wake", keep_asleep=True)
+    else:
+        await client.call("start", spec=spec.to_json())
+    return client
+
+
+def _run(scenario: Callable[[HostPool], Awaitable[None]], **settings: Any) -> None:
+    async def main() -> None:
+        options = {"min_ready": 1, "sleep_limit": 2, "memory_bytes": 2**30, "engine_cls": FAKE} | settings
+        pool = HostPool("app", "node", **options)
+        try:
+            await _until(lambda: pool.status()["free"] >= options["min_ready"])
+            await scenario(pool)
+        finally:
+            await pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_claimed_hosts_serve_and_are_replaced_at_once() -> None:
+    async def scenario(pool: HostPool) -> None:
+        replicas = [Replica() for _ in range(3)]
+        leases = await asyncio.gather(
+            *(pool.claim(f"r{i}", r.process.pid, "fp") for i, r in enumerate(replicas))
+        )
+        assert len({lease.pid for lease in leases}) == 3 and not any(lease.asleep for lease in leases)
+        # The burst raised the pool's target: three ready hosts again, forked in the background.
+        await _until(lambda: pool.status()["free"] == 3)
+        client = await _start(leases[0], "m0")
+        items = [
+            item async for item in client.generate(Endpoint.COMPLETIONS, {"prompt": "hi", "max_tokens": 2})
+        ]
+        assert isinstance(items[0], ResponseHead) and items[0].body["choices"][0]["text"] == "tok0 tok1"
+        client.close()
+        for replica in replicas:
+            replica.kill()
+
+    _run(scenario)
+
+
+def test_a_gone_replica_puts_its_engine_to_sleep_and_the_next_one_wakes_it() -> None:
+    async def scenario(pool: HostPool) -> None:
+        first = Replica()
+        lease = await pool.claim("r1", first.process.pid, "fp-a")
+        (await _start(lease, "a")).close()
+        first.kill()  # the pool notices through the pid and parks the engine
+        await _until(lambda: [s["model"] for s in pool.status()["sleeping"]] == ["a"])
+        second = Replica()
+        hot = await pool.claim("r2", second.process.pid, "fp-a")
+        assert hot.asleep and hot.pid == lease.pid and pool.status()["hot_claims"] == 1
+        client = await _start(hot, "a")
+        record = await client.call("record")
+        assert record["wakes"] == 1
+        client.close()
+        second.kill()
+
+    _run(scenario)
 
 
 def test_sleepers_over_the_limit_exit_least_recently_used_first() -> None:
-    async def scenario() -> None:
-        pool = HostPool("app", "node", size=0, sleep_limit=2)
-        a, b, c = Host("a"), Host("b"), Host("c")
-        assert pool.park(a, "a", "fp-a", "model-a")
-        assert pool.park(b, "b", "fp-b", "model-b")
-        assert pool.park(c, "c", "fp-c", "model-c")
-        assert a.calls == ["release"] and b.calls == [] and c.calls == []
-        assert [s["model"] for s in pool.status()["sleeping"]] == ["model-b", "model-c"]
-        # A replica of model-b on this node gets its sleeping engine back (a hot claim).
-        assert await pool.claim("replica-1", "fp-b") is b
-        assert b.calls == ["claim"] and pool.status()["hot_claims"] == 1
-        # ... and when it is done, b is the most recently used sleeper.
-        pool.park(b, "b", "fp-b", "model-b")
-        pool.park(Host("d"), "d", "fp-d", "model-d")
-        assert c.calls == ["release"]
-        assert [s["model"] for s in pool.status()["sleeping"]] == ["model-b", "model-d"]
-        assert pool.status()["evictions"] == 2
+    async def scenario(pool: HostPool) -> None:
+        pids = {}
+        for model in ("a", "b", "c"):
+            replica = Replica()
+            lease = await pool.claim(f"r-{model}", replica.process.pid, f"fp-{model}")
+            (await _start(lease, model)).close()
+            pids[model] = lease.pid
+            replica.kill()
+            await _until(lambda m=model: m in [s["model"] for s in pool.status()["sleeping"]])
+        assert [s["model"] for s in pool.status()["sleeping"]] == ["b", "c"]
+        await _until(lambda: pids["a"] not in [h["pid"] for h in pool.status()["hosts"]])
+        assert pool.status()["evictions"] == 1
+        pool.forget("b")  # deleted: its sleeper exits, and a late retiree is turned away
+        await _until(lambda: [s["model"] for s in pool.status()["sleeping"]] == ["c"])
+        late = Replica()
+        lease = await pool.claim("r-late", late.process.pid, "fp-b")
+        assert not lease.asleep
+        (await _start(lease, "b")).close()
+        await pool.retire(lease.host_id)
+        await _until(lambda: lease.pid not in [h["pid"] for h in pool.status()["hosts"]])
+        late.kill()
 
-    asyncio.run(scenario())
+    _run(scenario)
 
 
-def test_no_sleepers_when_the_limit_is_zero_or_the_model_was_deleted() -> None:
-    async def scenario() -> None:
-        assert not HostPool("app", "node", size=0, sleep_limit=0).park(Host("a"), "a", "fp", "m")
-        pool = HostPool("app", "node", size=0, sleep_limit=2)
-        a = Host("a")
-        pool.park(a, "a", "fp", "m")
-        pool.forget("m")
-        assert a.calls == ["release"] and pool.status()["sleeping"] == []
-        assert not pool.park(Host("late"), "late", "fp", "m")  # retiring after the delete
-        assert pool.park(Host("other"), "other", "fp-o", "other")
+def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> None:
+    async def scenario(pool: HostPool) -> None:
+        replica = Replica()
+        lease = await pool.claim("r", replica.process.pid, "fp")
+        client = ChannelClient(lease.address, lease.pid)
+        spec = EngineSpec("m", "/models/m", {"fake_fail": "no memory for the KV cache"}, "fp")
+        with pytest.raises(ChannelError, match="RuntimeError: no memory for the KV cache"):
+            await client.call("start", spec=spec.to_json())
+        client.close()
+        pool.discard(lease.host_id)
+        await _until(lambda: lease.pid not in [h["pid"] for h in pool.status()["hosts"]])
+        ready = next(h for h in pool.status()["hosts"] if h["state"] == "ready")
+        os.kill(ready["pid"], signal.SIGKILL)  # an idle host dies: replaced, never handed out
+        await _until(lambda: ready["pid"] not in [h["pid"] for h in pool.status()["hosts"]])
+        await _until(lambda: pool.status()["free"] == 1)
+        replica.kill()
 
-    asyncio.run(scenario())
+    _run(scenario, sleep_limit=0)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sllm_ray.engine.host import EngineSpec
+from sllm_ray.engine.records import EngineSpec
 from sllm_ray.engine.store_loader import save_layout
 from sllm_ray.names import checkpoint_key
 from sllm_ray.store.checkpoint_format import load_rank, rank_dir
-from sllm_ray.store.locate import DISK, DRAM, SOURCE, engine_layout
+from sllm_ray.store.locate import DISK, DRAM, SOURCE, CheckpointLocation, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
 
 APP = "app"
@@ -34,24 +34,24 @@ def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
-        assert store.locate("m", source) == {"tier": SOURCE}  # and preparing starts
+        assert store.locate("m", source) == CheckpointLocation(SOURCE)  # and preparing starts
         prepared = await store.prepare("m", source)
         assert prepared["tier"] == DRAM and prepared["bytes"] == 24 + 16  # 12 bytes padded to 8
         located = store.locate("m", source)
-        weights = located["weights"]
-        assert located["tier"] == DRAM and (Path(weights["dram_dir"]) / "rank_0.bin").exists()
+        weights = located.paths
+        assert located.tier == DRAM and (Path(weights["dram_dir"]) / "rank_0.bin").exists()
         checkpoint = Path(weights["checkpoint"])
         assert {p.name for p in checkpoint.iterdir()} == {"config.json", "tokenizer.json", "rank_0"}
         assert torch.equal(load_rank(rank_dir(checkpoint))["w"], torch.arange(6.0).reshape(2, 3))
 
         store.forget("m", source)
-        assert store.locate("m", source)["tier"] == DISK
+        assert store.locate("m", source).tier == DISK
         status = store.status()
         assert status["disk"] == {checkpoint_key("m", source): 40}
 
         # A restarted store finds its disk tier again.
         again = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
-        assert again.locate("m", source)["tier"] == DISK
+        assert again.locate("m", source).tier == DISK
 
     asyncio.run(scenario())
 
@@ -75,7 +75,7 @@ def test_engine_spec_points_vllm_at_the_store() -> None:
     plain = EngineSpec("m", "/src", {"max_model_len": 64}, "fp")
     assert plain.vllm_kwargs() == {"max_model_len": 64} and plain.engine_source() == "/src"
     weights = {"checkpoint": "/disk/m", "dram_dir": "/shm/m"}
-    stored = EngineSpec("m", "/src", {"max_model_len": 64}, "fp", tier=DRAM, weights=weights)
+    stored = EngineSpec("m", "/src", {"max_model_len": 64}, "fp", tier=DRAM, store_paths=weights)
     assert stored.engine_source() == "/disk/m"
     assert stored.vllm_kwargs() == {
         "max_model_len": 64,
@@ -97,7 +97,7 @@ def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_pa
     async def scenario() -> None:
         store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
         await store.prepare("m", source, "vllm-x")
-        weights = store.locate("m", source, "vllm-x")["weights"]
+        weights = store.locate("m", source, "vllm-x").paths
         # No layout yet: the engine loads by name and is told where to write its layout.
         assert set(weights) == {"checkpoint", "dram_dir", "layout_dir", "layout_staging"}
         assert not Path(weights["layout_dir"]).exists()
@@ -106,13 +106,13 @@ def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_pa
         assert save_layout({"fused": torch.arange(6.0)}, staging, layout_dir, rank=0, world_size=1)
         assert (await store.prepare("m", source, "vllm-x"))["key"].endswith(".vllm-x")
         located = store.locate("m", source, "vllm-x")
-        assert located["tier"] == DRAM
-        assert set(located["weights"]) == {"checkpoint", "layout_dir", "layout_dram_dir"}
+        assert located.tier == DRAM
+        assert set(located.paths) == {"checkpoint", "layout_dir", "layout_dram_dir"}
         key = checkpoint_key("m", source)
         assert set(store.status()["disk"]) == {key, f"{key}.vllm-x"}  # and no partial copies
         store.forget("m", source)  # the model's layouts leave DRAM with it
         assert store.status()["dram"]["checkpoints"] == []
-        assert store.locate("m", source, "vllm-x")["tier"] == DISK
+        assert store.locate("m", source, "vllm-x").tier == DISK
 
     asyncio.run(scenario())
 
@@ -126,11 +126,11 @@ def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
         await store.prepare("m", source)
         located = store.locate("m", source)
         store.forget("m", source)
-        data = Path(located["weights"]["checkpoint"]) / "rank_0" / "tensor.data_0"
+        data = Path(located.paths["checkpoint"]) / "rank_0" / "tensor.data_0"
         data.write_bytes(data.read_bytes()[:10])  # cut short on disk
-        assert store.locate("m", source) == {"tier": SOURCE}  # not the damaged copy
+        assert store.locate("m", source) == CheckpointLocation(SOURCE)  # not the damaged copy
         assert (await store.prepare("m", source))["tier"] == DRAM  # made again from the source
-        assert store.locate("m", source)["tier"] == DRAM
+        assert store.locate("m", source).tier == DRAM
 
     asyncio.run(scenario())
 

@@ -1,0 +1,120 @@
+"""A fake engine: deterministic tokens in OpenAI's shapes, no vLLM, no weights.
+
+Injected with ``AppConfig.engine_cls = "sllm_ray.testing.fake_engine:FakeEngine"`` it
+drives the Serve-level suite (``tests/serve``): the real ingress, Serve, replicas,
+channel, launcher and hosts, only the engine is fake. Its engine arguments:
+
+- ``fake_build_s``: seconds ``start`` takes (default 0.05);
+- ``fake_token_s``: seconds between streamed tokens (default 0);
+- ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
+- ``max_model_len``: prompts longer than this (in characters) get vLLM's 400.
+
+The n-th token of every reply is ``tok<n>``; ``max_tokens`` (default 16) of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sllm_ray.engine.records import EngineSpec, LoadReport
+from sllm_ray.protocol import SSE_DONE, Endpoint, ResponseHead
+
+ARGS = (
+    "fake_build_s",
+    "fake_token_s",
+    "fake_fail",
+    "max_model_len",
+    "enforce_eager",
+    "kv_cache_memory_bytes",
+)
+
+
+def _error(message: str, param: str | None = None) -> ResponseHead:
+    body = {"error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}}
+    return ResponseHead(400, body)
+
+
+class FakeEngine:
+    def __init__(self, spec: EngineSpec) -> None:
+        self.model = spec.model
+        self._args = spec.engine_kwargs
+        self._source = spec.engine_source()
+        self.phases: dict[str, float] = {}
+        self.asleep = False
+
+    @classmethod
+    def prepare_process(cls) -> None:
+        pass  # nothing to import ahead of demand
+
+    @classmethod
+    def for_host(cls, spec: EngineSpec) -> FakeEngine:
+        return cls(spec)
+
+    @classmethod
+    def engine_arg_names(cls) -> list[str]:
+        return list(ARGS)
+
+    async def start(self) -> LoadReport | None:
+        started = time.perf_counter()
+        await asyncio.sleep(float(self._args.get("fake_build_s", 0.05)))
+        if "fake_fail" in self._args:
+            raise RuntimeError(str(self._args["fake_fail"]))
+        self.phases["engine_core_s"] = time.perf_counter() - started
+        return None
+
+    async def sleep(self) -> None:
+        self.asleep = True
+
+    async def wake(self) -> None:
+        self.asleep = False
+
+    async def check_health(self) -> None:
+        if self.asleep:
+            raise RuntimeError("the engine is asleep")
+
+    def shutdown(self) -> None:
+        pass
+
+    async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
+        prompt = body.get("prompt") if endpoint is Endpoint.COMPLETIONS else body.get("messages")
+        if not prompt:
+            yield _error("the prompt is empty", "prompt" if endpoint is Endpoint.COMPLETIONS else "messages")
+            return
+        limit = self._args.get("max_model_len")
+        if limit is not None and len(json.dumps(prompt)) > int(limit):
+            yield _error(f"the prompt is longer than max_model_len {limit}", "prompt")
+            return
+        count = int(body.get("max_tokens") or 16)
+        tokens = [f"tok{i}" for i in range(count)]
+        rid = f"fake-{uuid.uuid4().hex[:12]}"
+        kind = "chat.completion" if endpoint is Endpoint.CHAT else "text_completion"
+        base = {"id": rid, "created": int(time.time()), "model": self.model}
+        usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
+        if not body.get("stream"):
+            text = " ".join(tokens)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+            if endpoint is Endpoint.CHAT:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            yield ResponseHead(200, {**base, "object": kind, "choices": [choice], "usage": usage})
+            return
+        yield ResponseHead(200)
+        chunk_kind = "chat.completion.chunk" if endpoint is Endpoint.CHAT else kind
+        delay = float(self._args.get("fake_token_s", 0))
+        for i, token in enumerate(tokens):
+            if delay:
+                await asyncio.sleep(delay)
+            piece = token if i == 0 else " " + token
+            finish = "length" if i == count - 1 else None
+            if endpoint is Endpoint.CHAT:
+                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": piece, "finish_reason": finish}
+            yield f"data: {json.dumps({**base, 'object': chunk_kind, 'choices': [choice]})}\n\n"
+        yield SSE_DONE
