@@ -17,9 +17,9 @@ from ray.serve import Application
 from sllm_ray.api.ingress import OpenAIIngress
 from sllm_ray.config import AppConfig
 from sllm_ray.control.manager import ModelManager
+from sllm_ray.names import MANAGER_NAME
 
 INGRESS_NAME = "openai-ingress"
-MANAGER_NAME = "model-manager"
 
 
 def data_dir(config: AppConfig, base: Path) -> Path:

@@ -169,7 +169,7 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> str:
             [
                 node["node_id"][:12],
                 "yes" if node.get("pool_ready") else "no",
-                str(hosts.get("ready", "?")),
+                str(hosts.get("free", "?")),
                 str(hosts.get("serving", "?")),
                 ", ".join(asleep) or "-",
                 f"{dram.get('used_bytes', 0) / 1e6:.0f}/{dram.get('budget_bytes', 0) / 1e6:.0f} MB",

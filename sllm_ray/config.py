@@ -354,6 +354,16 @@ class AppConfig(_Strict):
         description="Engines kept asleep on each node after their model went back to zero, for hot "
         "starts; beyond it the least recently used exits. 0: engines exit with their replica.",
     )
+    engine_host_memory_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="Memory (unique set size) the prepared, idle engine hosts of a node may hold in "
+        "all: within it a node keeps as many ready hosts as its recent cold starts need.",
+    )
+    engine_cls: str = Field(
+        "sllm_ray.engine.openai_engine:OpenAIEngine",
+        description="The engine engine hosts build, as module:Class (tests inject a fake one).",
+    )
     store_dram_bytes: int = Field(
         2 * 1024**3, ge=0, description="Byte budget of each node's DRAM checkpoint tier."
     )

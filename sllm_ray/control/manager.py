@@ -24,7 +24,7 @@ import ray
 from pydantic import ValidationError
 from ray import serve
 
-from sllm_ray import metrics
+from sllm_ray import metrics, ray_compat
 from sllm_ray.config import (
     AppConfig,
     FitError,
@@ -94,10 +94,10 @@ def validation_error(exc: ValidationError) -> UnprocessableError:
 
 
 @ray.remote(num_cpus=0)
-def _engine_arg_names() -> list[str]:
-    from sllm_ray.engine.openai_engine import engine_arg_names
+def _engine_arg_names(engine_cls: str) -> list[str]:
+    from sllm_ray.engine.interface import engine_class
 
-    return engine_arg_names()
+    return engine_class(engine_cls).engine_arg_names()
 
 
 def _steerable(config: ModelConfig) -> bool:
@@ -113,7 +113,7 @@ def _node_shapes() -> list[dict[str, float]]:
     shapes = [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
     # Ray's only view of the autoscaler's node types; private, so read defensively.
     try:
-        cluster = ray._private.state.state.get_cluster_config()
+        cluster = ray_compat.autoscaler_cluster_config()
     except Exception:
         logger.debug("no autoscaler config readable", exc_info=True)
         cluster = None
@@ -197,7 +197,7 @@ class ModelManager:
             return
         if self._engine_args is None:
             # vLLM is imported once, in a task, never in this process.
-            self._engine_args = asyncio.ensure_future(_engine_arg_names.remote())
+            self._engine_args = asyncio.ensure_future(_engine_arg_names.remote(self._config.engine_cls))
         known = set(await asyncio.shield(self._engine_args))
         unknown = sorted(set(config.engine_kwargs) - known)
         if unknown:

@@ -163,7 +163,13 @@ class ModelServer:
         """When this replica started, claimed its host and had its engine; and the host's
         own record, read now. For tests, benchmarks and status."""
         host = await self._channel.call("record")
-        return {"replica": self._replica, "pid": os.getpid(), **self._timeline, "host": host}
+        return {
+            "replica": self._replica,
+            "pid": os.getpid(),
+            "node_id": self._node_id,
+            **self._timeline,
+            "host": host,
+        }
 
     async def generate(
         self, endpoint: Endpoint, body: dict[str, Any]

@@ -128,8 +128,8 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
         **{n: "remote" for n in _nodes() if n not in (seed, target)},
     }
     _ask(client, "placed")
-    host = _record("placed")["host"]
-    assert host["node_id"] == target and host["tier"] == "dram"
+    record = _record("placed")
+    assert record["node_id"] == target and record["host"]["load"]["tier"] == "dram"
     wait_for(lambda: _replicas("placed") == 0, 60, "placed to scale to zero")
     assert admin.delete("/v1/admin/models/placed").status_code == 200
 
@@ -171,4 +171,4 @@ def test_a_node_removed_while_idle_keeps_registered_models(
     wait_for(lambda: len(admin.get("/status").json()["nodes"]) == 2, 60, "the manager to drop node b")
     assert [m["model"] for m in admin.get("/v1/admin/models").json()["data"]] == ["survivor"]
     _ask(client, "survivor")
-    assert _record("survivor")["host"]["node_id"] != node_b
+    assert _record("survivor")["node_id"] != node_b

@@ -1,0 +1,65 @@
+"""The Serve-level suite: the real ingress, manager, Serve, replicas, launcher, hosts and
+channel, with the fake engine (``sllm_ray.testing.fake_engine``): no vLLM anywhere, so it
+runs in about a minute. Its app lives under ``/fake`` beside the end-to-end suite's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+APP = "fake"
+PREFIX = "/fake"
+BASE_URL = f"http://127.0.0.1:8000{PREFIX}"
+FAKE = "sllm_ray.testing.fake_engine:FakeEngine"
+FAST = {"keep_alive_s": 1, "look_back_period_s": 2}
+
+
+def fake_model(name: str, model_dir: Path, **settings: object) -> dict:
+    return {
+        "model": name,
+        "model_source": str(model_dir),
+        "engine_kwargs": {"max_model_len": 512},
+        "resources": {"num_cpus": 0.25},
+        **settings,
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_app(
+    ray_session: None, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    from ray import serve
+
+    from sllm_ray.builder import build_app
+    from sllm_ray.names import model_app_prefix
+
+    data = tmp_path_factory.mktemp("fake-data")
+    config = {
+        "engine_cls": FAKE,
+        "data_dir": str(data),
+        "store_dram_dir": str(data / "dram"),
+        "model_roots": [str(tiny_model_dir.parent)],
+        "request_wait_timeout_s": 60,
+        "models": [fake_model("warm", tiny_model_dir, autoscaling={"min_replicas": 1})],
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    serve.run(build_app(config), name=APP, route_prefix=PREFIX)
+    yield BASE_URL
+    for name in [n for n in serve.status().applications if n == APP or n.startswith(model_app_prefix(APP))]:
+        serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def fake_admin(fake_app: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fake_app, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def fake_client(fake_app: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{fake_app}/v1", api_key="unused", max_retries=0, timeout=120)

@@ -1,0 +1,158 @@
+"""Everything above the engine, for real, with the fake engine: the OpenAI API through the
+ingress, scale from zero, bursts, hot starts, failed builds and a host killed mid-stream."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import APP, FAST, fake_model
+from support import wait_for
+
+from sllm_ray.names import model_app_name
+
+
+def _stream(client: openai.OpenAI, model: str, max_tokens: int = 4) -> tuple[float, str]:
+    """Time to the first token, and the whole text, of one streaming chat."""
+    started = time.monotonic()
+    first, text = None, ""
+    for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens, stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.monotonic() - started
+            text += chunk.choices[0].delta.content
+    assert first is not None
+    return first, text
+
+
+def _register(admin: httpx.Client, body: dict[str, Any]) -> None:
+    reply = admin.post("/v1/admin/models", json=body)
+    assert reply.status_code == 201, reply.text
+
+
+def _replicas(model: str) -> int:
+    from ray import serve
+
+    apps = serve.status().applications
+    app = apps.get(model_app_name(APP, model))
+    if app is None:
+        return 0
+    return sum(app.deployments[f"model:{model}"].replica_states.values())
+
+
+def _record(model: str) -> dict[str, Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(APP, model))
+    return handle.record.remote().result()
+
+
+def _pool(admin: httpx.Client) -> dict[str, Any]:
+    (node,) = admin.get("/status").json()["nodes"]
+    return node["engine_hosts"]
+
+
+def test_the_openai_api_streams_and_answers_whole(fake_client: openai.OpenAI) -> None:
+    assert _stream(fake_client, "warm", 3)[1] == "tok0 tok1 tok2"
+    reply = fake_client.completions.create(model="warm", prompt="Once", max_tokens=2)
+    assert reply.choices[0].text == "tok0 tok1"
+    with pytest.raises(openai.BadRequestError, match="prompt is empty"):
+        fake_client.completions.create(model="warm", prompt="", max_tokens=2)
+
+
+def test_pools_are_ready_and_hosts_are_forked_processes(fake_admin: httpx.Client) -> None:
+    wait_for(lambda: fake_admin.get("/ready").status_code == 200, 60, "the app to be ready")
+    pool = _pool(fake_admin)
+    assert pool["ready"] is True and pool["launcher"]["pid"] > 0
+    hosts = [h for h in pool["hosts"] if h["state"] == "ready"]
+    assert hosts and all(h["pid"] != pool["launcher"]["pid"] for h in hosts)
+
+
+def test_a_burst_of_cold_models_all_answer(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    names = [f"burst-{i}" for i in range(4)]
+    for name in names:
+        _register(fake_admin, fake_model(name, tiny_model_dir, autoscaling=FAST))
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(lambda m: _stream(fake_client, m), names))
+    assert [text for _, text in results] == ["tok0 tok1 tok2 tok3"] * len(names)
+    assert max(ttft for ttft, _ in results) < 30  # on the 2-core machine, with CI's noise
+    assert _pool(fake_admin)["slow_claims"] == 0
+    for name in names:
+        assert fake_admin.delete(f"/v1/admin/models/{name}").status_code == 200
+
+
+def test_a_model_back_at_zero_wakes_its_sleeping_engine(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    _register(fake_admin, fake_model("nap", tiny_model_dir, autoscaling=FAST))
+    _stream(fake_client, "nap")
+    wait_for(lambda: _replicas("nap") == 0, 60, "nap to scale to zero")
+    wait_for(lambda: "nap" in [s["model"] for s in _pool(fake_admin)["sleeping"]], 30, "nap asleep")
+    hot_before = _pool(fake_admin)["hot_claims"]
+    assert _stream(fake_client, "nap")[1] == "tok0 tok1 tok2 tok3"
+    assert _pool(fake_admin)["hot_claims"] == hot_before + 1
+    assert fake_admin.delete("/v1/admin/models/nap").status_code == 200
+
+
+def test_a_broken_engine_fails_its_waiting_request_with_the_cause_and_a_patch_fixes_it(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    broken = fake_model("broken", tiny_model_dir, autoscaling=FAST)
+    broken["engine_kwargs"] = {"fake_fail": "no room for the KV cache"}
+    _register(fake_admin, broken)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as failed:
+        _stream(fake_client, "broken")
+    answered_at = time.time()
+    assert time.monotonic() - started < 30  # the replica's start, then the failure
+    assert failed.value.status_code == 503
+    assert "model `broken` failed to start" in str(failed.value) and "no room for the KV cache" in str(
+        failed.value
+    )
+    failure = fake_admin.get("/v1/admin/models/broken").json()["start_failure"]
+    assert failure["error"].endswith("no room for the KV cache")
+    assert answered_at - failure["failed_at"] < 5  # named to the waiting client within seconds
+    fixed = fake_admin.patch("/v1/admin/models/broken", json={"engine_kwargs": {"max_model_len": 512}})
+    assert fixed.status_code == 200, fixed.text
+    assert _stream(fake_client, "broken")[1] == "tok0 tok1 tok2 tok3"
+    assert fake_admin.delete("/v1/admin/models/broken").status_code == 200
+
+
+def test_a_host_killed_mid_stream_ends_the_stream_with_an_error_and_the_model_recovers(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    slow = fake_model("doomed", tiny_model_dir, autoscaling=FAST)
+    slow["engine_kwargs"] = {"fake_token_s": 0.05}
+    _register(fake_admin, slow)
+    _stream(fake_client, "doomed", 1)
+    serving = {"pid": _record("doomed")["host"]["pid"]}
+    text = ""
+    with pytest.raises(openai.APIError, match="engine host"):  # never a silent cut
+        for chunk in fake_client.chat.completions.create(
+            model="doomed", messages=[{"role": "user", "content": "hi"}], max_tokens=200, stream=True
+        ):
+            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            if len(text) > 10 and serving["pid"]:
+                os.kill(serving["pid"], signal.SIGKILL)
+                serving["pid"] = 0
+    assert text.startswith("tok0")
+    # Serve replaces the replica, whose health check now fails; a new host serves.
+    wait_for(lambda: _try(fake_client, "doomed"), 90, "doomed to answer again", interval_s=1)
+    assert fake_admin.delete("/v1/admin/models/doomed").status_code == 200
+
+
+def _try(client: openai.OpenAI, model: str) -> bool:
+    try:
+        return _stream(client, model, 2)[1] == "tok0 tok1"
+    except openai.APIError:
+        return False
