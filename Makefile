@@ -9,7 +9,7 @@ DEMO_MODEL := models/tiny-llama
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo-model run test unit lint bench clean
+.PHONY: setup demo-model run test test-fast unit lint bench clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,11 @@ run: setup demo-model
 	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/serve run configs/serve.yaml
 
 test: setup
-	$(VENV)/bin/pytest -v -rs tests/unit tests/e2e
+	$(VENV)/bin/pytest -v -rs tests/unit tests/serve tests/e2e
 	$(VENV)/bin/pytest -v -rs tests/cluster  # its own session: a process joins one Ray cluster
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -rs tests/unit tests/serve  # no vLLM engine: the fake one
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
