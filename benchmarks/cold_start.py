@@ -7,7 +7,8 @@ In one run on one machine, for the same locally made model:
   ingress's Python handle;
 - baseline, the plain way (what Ray Serve LLM does): a Serve deployment whose replica
   imports vLLM and builds its engine from safetensors when it starts, with Serve's
-  default autoscaling metrics, called through its own handle (one hop fewer).
+  default autoscaling metrics (``common.PlainServer``), called through its own handle
+  (one hop fewer).
 
 For each, ``--runs`` cold starts (the first right after deployment, the rest after the
 model went back to zero; sllm_ray's with ``keep_asleep: false``, so each builds an
@@ -17,9 +18,9 @@ phases of each from the replicas' and engine hosts' own records and Serve's cont
 log (wall-clock times relative to sending the request): demand seen (Serve's autoscaler
 decides to scale up from zero), replica scheduled (its constructor runs), engine host
 claimed, engine build started, weights loaded (or engine woken), engine ready; and first
-token. Then warm time to first token for both, each at
-its model deployment, and sllm_ray's also through its ingress, the requests to the three
-interleaved. Prints one JSON line and a table. ``python benchmarks/cold_start.py --runs 5``.
+token. Then warm time to first token for both, each at its model deployment, and
+sllm_ray's also through its ingress, the requests to the three interleaved. Prints one
+JSON line (also to ``--out``) and a table. ``python benchmarks/cold_start.py --runs 5``.
 """
 
 from __future__ import annotations
@@ -31,39 +32,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, emit, plain_app, replica_count, wait_for
+
 MODEL = "tiny"
 HOT_MODEL = "tiny-hot"  # the same model, its engine kept asleep when it goes back to zero
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
 BODY = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 8, "stream": True}
-
-
-class PlainServer:
-    """The baseline replica: vLLM imported and the engine built (AsyncLLM with its own
-    engine-core process, weights from safetensors) when the replica starts."""
-
-    async def __init__(self, source: str) -> None:
-        self._timeline = {"replica_started_at": time.time()}
-        from sllm_ray.engine.openai_engine import OpenAIEngine
-
-        self._engine = OpenAIEngine(MODEL, source, ENGINE_KWARGS)
-        self._timeline["engine_started_at"] = time.time()
-        await self._engine.start()
-        self._timeline["engine_ready_at"] = time.time()
-
-    def record(self) -> dict[str, Any]:
-        return dict(self._timeline)
-
-    async def generate(self, body: dict[str, Any]) -> AsyncIterator[Any]:
-        from sllm_ray.protocol import Endpoint
-
-        async for item in self._engine.generate(Endpoint.COMPLETIONS, body):
-            yield item
 
 
 def demand_seen_at(app: str, deployment: str, after: float) -> float | None:
@@ -83,22 +60,6 @@ def demand_seen_at(app: str, deployment: str, after: float) -> float | None:
                 if at >= after - 0.001:
                     return at
     return None
-
-
-def replica_count(app: str, deployment: str) -> int:
-    from ray import serve
-
-    status = serve.status().applications.get(app)
-    d = status.deployments.get(deployment) if status else None
-    return sum(d.replica_states.values()) if d else 0
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def first_token(stream: Any) -> float:
@@ -260,17 +221,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     wait_for(lambda: pool_ready() and in_dram(), 180, "the engine host pool and the DRAM tier")
 
-    plain = serve.deployment(PlainServer).options(
-        autoscaling_config={
-            "min_replicas": 0,
-            "max_replicas": 1,
-            "upscale_delay_s": 0,
-            "downscale_delay_s": 1,
-            "downscale_to_zero_delay_s": 1,
-        },
-        ray_actor_options={"num_cpus": 1},
+    baseline = serve.run(
+        plain_app(MODEL, model_dir, ENGINE_KWARGS), name="baseline", route_prefix="/baseline"
     )
-    baseline = serve.run(plain.bind(str(model_dir)), name="baseline", route_prefix="/baseline")
 
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "model": str(model_dir)}
     sllm_runs = [cold_run_sllm(sllm, model_app, pool_ready) for _ in range(args.runs)]
@@ -343,7 +296,7 @@ if __name__ == "__main__":
     parser.add_argument("--warm", type=int, default=50, help="warm requests per system")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "tiny-llama")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args()
     outcome = main(args)
-    print(json.dumps(outcome))
-    print(table(outcome))
+    emit(outcome, table(outcome), args.out)

@@ -2,12 +2,15 @@
 
     python benchmarks/cold_start.py --runs 5 | head -1 > cold_start.json
     python benchmarks/load_bench.py | head -1 > load_bench.json
-    python benchmarks/plot.py cold_start.json load_bench.json --out plots/
+    python benchmarks/burst.py --out burst.json
+    python benchmarks/plot.py cold_start.json load_bench.json burst.json --out plots/
 
 Each input is recognised by its keys: ``cold_start.py`` gives ``cold_start_ttft.png``
 (time to first token, cold/hot/warm against the baseline, log scale) and
 ``cold_start_phases.png`` (when each phase was reached, p50); ``load_bench.py`` gives
-``load_bench.png`` (weights-loading bandwidth against the machine's copy bandwidth).
+``load_bench.png`` (weights-loading bandwidth against the machine's copy bandwidth);
+``burst.py`` gives ``burst.png`` (p50 and max time to first token per N, both sides,
+against the target lines).
 Needs matplotlib (``pip install -e '.[bench]'``).
 """
 
@@ -98,13 +101,53 @@ def plot_load_bench(result: dict[str, Any], out: Path) -> list[Path]:
     return [path]
 
 
+def plot_burst(result: dict[str, Any], out: Path) -> list[Path]:
+    plt = _pyplot()
+    sizes = [str(n) for n in result["sizes"]]
+    sides = [("sllm_ray", "#2b8cbe"), *([("baseline", "#bdbdbd")] if result.get("baseline") else [])]
+    bars = [(side, stat, color) for side, color in sides for stat in ("p50_s", "max_s")]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(bars)
+    for i, (side, stat, color) in enumerate(bars):
+        values = [(result[side].get(n) or {}).get(stat) or 0 for n in sizes]
+        xs = [x + (i - (len(bars) - 1) / 2) * width for x in range(len(sizes))]
+        ax.bar(
+            xs,
+            values,
+            width,
+            color=color,
+            alpha=1.0 if stat == "p50_s" else 0.55,
+            label=f"{side} {stat[:-2]}",
+        )
+    one = result["target"]["n1_p50_s"]
+    if one:
+        for factor, style in ((2, "--"), (3, ":")):
+            ax.axhline(factor * one, color="#d95f0e", linestyle=style, label=f"{factor}x sllm_ray N=1 p50")
+    ax.set_xticks(range(len(sizes)), [f"N = {n}" for n in sizes])
+    ax.set_yscale("log")
+    seconds = plt.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(seconds)
+    ax.yaxis.set_minor_formatter(seconds)
+    ax.set_ylabel("time to first token (s, log scale)")
+    failures = result["target"]["failures"]
+    ax.set_title(f"N models cold at once, one request each ({failures} sllm_ray requests failed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "burst.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
 def plot(result: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     if "speedup_p50" in result:
         return plot_cold_start(result, out)
     if "copy_bandwidth_gbps" in result:
         return plot_load_bench(result, out)
-    raise ValueError(f"not a result of cold_start.py or load_bench.py: keys {sorted(result)}")
+    if result.get("benchmark") == "burst":
+        return plot_burst(result, out)
+    raise ValueError(f"not a result of cold_start.py, load_bench.py or burst.py: keys {sorted(result)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ LOAD_BENCH = {
     "sllm_store_dram_engine_layout": {"gbps": 10.65},
 }
 
+BURST = {
+    "benchmark": "burst",
+    "sizes": [1, 4],
+    "sllm_ray": {"1": {"p50_s": 1.9, "max_s": 1.9}, "4": {"p50_s": 12.0, "max_s": 31.5}},
+    "baseline": {"1": {"p50_s": 30.0, "max_s": 30.0}, "4": {"p50_s": 60.0, "max_s": 75.0}},
+    "target": {"n1_p50_s": 1.9, "failures": 0},
+}
+
 
 def _plot_module():
     spec = importlib.util.spec_from_file_location("plot", REPO / "benchmarks" / "plot.py")
@@ -33,8 +41,13 @@ def _plot_module():
 
 def test_each_benchmark_result_becomes_png_files(tmp_path: Path) -> None:
     plot = _plot_module().plot
-    written = plot(COLD_START, tmp_path) + plot(LOAD_BENCH, tmp_path)
-    assert [p.name for p in written] == ["cold_start_ttft.png", "cold_start_phases.png", "load_bench.png"]
+    written = plot(COLD_START, tmp_path) + plot(LOAD_BENCH, tmp_path) + plot(BURST, tmp_path)
+    assert [p.name for p in written] == [
+        "cold_start_ttft.png",
+        "cold_start_phases.png",
+        "load_bench.png",
+        "burst.png",
+    ]
     for path in written:
         assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="not a result"):
