@@ -15,8 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 from sllm_ray.store.dram_tier import prefault
 
 PROBE_BYTES = 64 << 20
@@ -30,6 +28,8 @@ def _write(path: Path, nbytes: int) -> None:
 
 
 def dram_bandwidth(folder: Path, nbytes: int = PROBE_BYTES) -> float:
+    import torch  # here: the module is imported by the model manager, which never needs it
+
     path = folder / ".bandwidth-probe"
     try:
         _write(path, nbytes)

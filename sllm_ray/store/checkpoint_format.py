@@ -20,31 +20,40 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: the store's answers need none
+    import torch
 
 INDEX_FILE = "tensor_index.json"
 DATA_PREFIX = "tensor.data_"
 PARTITION_BYTES = 10 << 30
 ALIGN = 8
 
-_DTYPES: dict[str, torch.dtype] = {
-    str(d): d
-    for d in (
-        torch.float16,
-        torch.bfloat16,
-        torch.float32,
-        torch.float64,
-        torch.int8,
-        torch.uint8,
-        torch.int16,
-        torch.int32,
-        torch.int64,
-        torch.bool,
-        torch.float8_e4m3fn,
-        torch.float8_e5m2,
+# The dtypes the format names, as torch prints them.
+DTYPE_NAMES = frozenset(
+    f"torch.{name}"
+    for name in (
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+        "int8",
+        "uint8",
+        "int16",
+        "int32",
+        "int64",
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
     )
-}
+)
+
+
+def _dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, name.removeprefix("torch."))
 
 
 class CheckpointError(Exception):
@@ -73,6 +82,8 @@ def _padded(size: int) -> int:
 
 def _as_bytes(tensor: torch.Tensor) -> memoryview:
     """The tensor's bytes in row-major order, without a copy when already contiguous."""
+    import torch
+
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
 
@@ -85,6 +96,8 @@ def save_rank(
     Tensors that are views of the same memory (tied embeddings) are stored once and share
     an offset, as ServerlessLLM's writer does.
     """
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     index: dict[str, TensorEntry] = {}
@@ -95,7 +108,7 @@ def save_rank(
     out = None
     try:
         for name, tensor in tensors.items():
-            if tensor.dtype not in _DTYPES.values():
+            if str(tensor.dtype) not in DTYPE_NAMES:
                 raise CheckpointError(f"tensor {name!r}: dtype {tensor.dtype} has no sllm-store name")
             size = tensor.numel() * tensor.element_size()
             contiguous_stride = torch.empty(tensor.shape, device="meta").stride()
@@ -142,7 +155,7 @@ def read_index(directory: str | Path) -> dict[str, TensorEntry]:
             raise CheckpointError(
                 f"{path}: entry {name!r} is not [offset, size, shape, stride, dtype]"
             ) from None
-        if dtype not in _DTYPES:
+        if dtype not in DTYPE_NAMES:
             raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
         index[name] = TensorEntry(int(offset), int(size), tuple(shape), tuple(stride), dtype)
     return index
@@ -187,12 +200,14 @@ def tensors_from_buffer(index: Mapping[str, TensorEntry], buffer: torch.Tensor) 
     out = {}
     for name, e in index.items():
         raw = buffer[e.offset : e.offset + e.size]
-        out[name] = raw.view(_DTYPES[e.dtype]).as_strided(e.shape, e.stride)
+        out[name] = raw.view(_dtype(e.dtype)).as_strided(e.shape, e.stride)
     return out
 
 
 def load_rank(directory: str | Path) -> dict[str, torch.Tensor]:
     """Read one rank into memory: one buffer, tensors as views into it."""
+    import torch
+
     index = read_index(directory)
     total = check_complete(directory, index)
     buffer = torch.empty(total, dtype=torch.uint8)

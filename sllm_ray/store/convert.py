@@ -13,12 +13,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
-from safetensors import safe_open
+from typing import TYPE_CHECKING
 
 from sllm_ray.log_setup import Progress
 from sllm_ray.store.checkpoint_format import CheckpointError, data_bytes, rank_dir, save_rank
+
+if TYPE_CHECKING:  # imported by the conversion itself: the store's answers need none
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def _safetensors_files(source: Path) -> list[Path]:
 
 
 def _tensors(files: list[Path], progress: Progress) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
     for path in files:
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)

@@ -21,9 +21,7 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sllm_ray.store.checkpoint_format import (
     CheckpointError,
@@ -34,6 +32,9 @@ from sllm_ray.store.checkpoint_format import (
     read_into,
     tensors_from_buffer,
 )
+
+if TYPE_CHECKING:  # imported where a mapping becomes tensors: the store itself needs none
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ class CachedRank:
 
     def buffer(self) -> torch.Tensor:
         """The rank's bytes: a copy-on-write mapping of the shared memory, as flat uint8."""
+        import torch
+
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
