@@ -13,9 +13,12 @@ serving layer ``vllm_compat`` brings in is not wanted. The store names the check
   fusing and sharding (ServerlessLLM's vLLM format is the same idea). When it exists the
   weights are used where they lie: a CPU model's parameters become copy-on-write views of
   the DRAM tier (nothing read, nothing copied); a GPU model copies them from pinned memory.
-- ``layout_staging``: when the engine layout does not exist yet, the weights loaded by
-  name are written there, and the folder becomes ``layout_dir`` once every rank has been
-  written. The next engine of this layout loads in place.
+- ``layout_staging``: when the engine layout does not exist yet, or the stored one does
+  not fit this engine's parameters (``layout_mismatch``), the weights loaded by name are
+  written there, and the folder becomes ``layout_dir`` once every rank has been written
+  (replacing the stale one). The engine's report then says ``layout_written`` and its
+  replica asks the store to cache the new layout in DRAM; the next engine of this layout
+  loads in place.
 
 Each load leaves its ``LoadReport`` on the model it loaded (``REPORT_ATTR``); the engine
 collects them from every worker (``worker_load_report`` through vLLM's collective call),
@@ -24,10 +27,12 @@ so the report comes back with the engine build, in-process or from Ray workers a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +45,7 @@ from sllm_ray.store.checkpoint_format import (
     read_index,
     save_rank,
 )
+from sllm_ray.store.convert import PARTIAL
 from sllm_ray.store.dram_tier import CachedRank, prefault, rank_file
 
 logger = logging.getLogger(__name__)
@@ -136,11 +142,18 @@ def assign_in_place(tensors: Mapping[str, Any], params: Mapping[str, Any]) -> No
 
 
 def save_layout(
-    tensors: Mapping[str, Any], staging: str, layout_dir: str, rank: int, world_size: int
+    tensors: Mapping[str, Any],
+    staging: str,
+    layout_dir: str,
+    rank: int,
+    world_size: int,
+    replace: bool = False,
 ) -> bool:
     """Write this rank of the engine layout; the rank that completes the set publishes it
     as ``layout_dir`` (a rename, so readers never see a partial layout) and returns True.
-    A failed write only costs the next engine its in-place load: it is logged, not raised."""
+    ``replace``: the stored layout did not fit, so it is renamed away first (and removed)
+    instead of being kept as another engine's. A failed write only costs the next engine
+    its in-place load: it is logged, not raised."""
     started = time.perf_counter()
     try:
         save_rank(tensors, rank_dir(staging, rank))
@@ -150,12 +163,19 @@ def save_layout(
         return False
     if not all((rank_dir(staging, r) / INDEX_FILE).exists() for r in range(world_size)):
         return False
+    stale = f"{layout_dir}{PARTIAL}-stale-{uuid.uuid4().hex[:8]}"
+    if replace:
+        with contextlib.suppress(FileNotFoundError):  # another engine moved it away first
+            os.rename(layout_dir, stale)
     try:
         os.rename(staging, layout_dir)
     except OSError:  # another engine published this layout first
         shutil.rmtree(staging, ignore_errors=True)
         return False
-    logger.info("wrote the engine layout %s in %.2f s", layout_dir, time.perf_counter() - started)
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+    how = "replaced the stale" if replace else "wrote the"
+    logger.info("%s engine layout %s in %.2f s", how, layout_dir, time.perf_counter() - started)
     return True
 
 
@@ -183,9 +203,13 @@ def register() -> None:
             tp = get_tensor_model_parallel_world_size()
             rank = get_pp_group().rank_in_group * tp + get_tensor_model_parallel_rank()
             found = layout_tensors(extra, rank, device_type)
+            stale = False
             if found is not None and (why_not := layout_mismatch(found[0], params)) is not None:
-                logger.warning("stored engine layout does not fit this model (%s): loading by name", why_not)
-                found = None
+                logger.warning(
+                    "stored engine layout does not fit this model (%s): loading by name, and replacing it",
+                    why_not,
+                )
+                found, stale = None, True
             if found is not None:
                 tensors, tier = found
                 assign_in_place(tensors, params)
@@ -210,9 +234,11 @@ def register() -> None:
             if layout == HF_NAMES and "layout_staging" in extra and "layout_dir" in extra:
                 # Now, before process_weights_after_loading repacks or rewrites them in
                 # place: the layout is what an engine holds between the two, where the
-                # next one puts it back. Once per model, layout and node.
+                # next one puts it back. Once per model, layout and node (again when the
+                # stored one does not fit).
                 owned = {name: p.data for name, p in params.items()}
                 staging, layout_dir = str(extra["layout_staging"]), str(extra["layout_dir"])
-                written = save_layout(owned, staging, layout_dir, rank, tp * get_pp_group().world_size)
+                world_size = tp * get_pp_group().world_size
+                written = save_layout(owned, staging, layout_dir, rank, world_size, replace=stale)
             report = LoadReport(tier, layout, seconds, size, time.time(), written)
             setattr(model, REPORT_ATTR, report)

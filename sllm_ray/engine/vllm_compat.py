@@ -9,6 +9,7 @@ processes that host an engine import it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 from collections.abc import Callable, Iterator
@@ -29,7 +30,6 @@ from vllm.entrypoints.openai.completion.protocol import (
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.usage.usage_lib import UsageContext
-from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.core_client import EngineCoreClient, InprocClient
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -50,7 +50,6 @@ __all__ = [
     "CompletionRequest",
     "CompletionResponse",
     "EngineCoreClient",
-    "EngineCoreOutputs",
     "EngineDeadError",
     "ErrorResponse",
     "FrontendArgs",
@@ -132,3 +131,94 @@ def async_client_factory(make: Callable[..., Any]) -> Iterator[None]:
         yield
     finally:
         EngineCoreClient.make_async_mp_client = original  # type: ignore[method-assign]
+
+
+# Of the fields vLLM hashes as the structure of the model it builds (below), those that
+# leave the built model's parameters (names, shapes, dtypes, shards) as they are: they
+# size caches, schedule, time out, choose kernels or communication, or change sampling.
+# ``model`` is left out because a layout's key names the model's source already.
+NOT_WEIGHT_SHAPING = frozenset(
+    {
+        # ModelConfig
+        "allow_deprecated_quantization",
+        "disable_sliding_window",
+        "enable_cumem_allocator",
+        "enable_nccl_comm_suspend",
+        "enable_prompt_embeds",
+        "enable_sleep_mode",
+        "generation_config",
+        "max_logprobs",
+        "max_model_len",
+        "model",
+        "model_weights",
+        "override_generation_config",
+        "renderer_num_workers",
+        "sleep_mode_offload_cudagraph",
+        "sleep_preserve_parameter_names",
+        # ParallelConfig
+        "all2all_backend",
+        "cp_kv_cache_interleave_size",
+        "cpu_distributed_timeout_seconds",
+        "dbo_decode_token_threshold",
+        "dbo_prefill_token_threshold",
+        "dcp_comm_backend",
+        "dcp_kv_cache_interleave_size",
+        "disable_nccl_for_dp_synchronization",
+        "distributed_timeout_seconds",
+        "dp_sync_interval",
+        "enable_batch_sharded_sampling",
+        "enable_dbo",
+        "enable_fault_tolerance",
+        "fault_tolerance_config",
+        "ubatch_size",
+    }
+)
+# Engine arguments that shape the parameters although vLLM's hashes leave them out:
+# ``hf_overrides`` reaches the hash as the model's Hugging Face config, which a tag made
+# from the arguments alone cannot read; ``convert`` adds or swaps the head after the
+# final hidden states, outside what the hash covers.
+ALSO_WEIGHT_SHAPING = frozenset({"hf_overrides", "convert"})
+
+
+def _structure_factors(config_cls: type) -> set[str]:
+    """The fields of one of vLLM's config classes that its ``compute_hash`` hashes ("all
+    the configs that affect the structure of the computation graph"): every field but
+    those it names as ignored. That set is a local of the method, so it is caught where
+    the method hands it to ``vllm.config.utils.get_hash_factors`` (0.32's helper)."""
+    from vllm.config import utils
+
+    class Caught(Exception):
+        pass
+
+    def catch(_config: object, ignored: set[str]) -> dict[str, object]:
+        raise Caught(set(ignored))
+
+    original = utils.get_hash_factors
+    utils.get_hash_factors = catch
+    try:
+        config_cls.compute_hash(None)
+    except Caught as caught:
+        ignored: set[str] = caught.args[0]
+    else:
+        raise RuntimeError(f"{config_cls.__name__}.compute_hash no longer calls get_hash_factors")
+    finally:
+        utils.get_hash_factors = original
+    return {f.name for f in dataclasses.fields(config_cls)} - ignored
+
+
+def weight_shaping_engine_args() -> tuple[str, ...]:
+    """The engine arguments that shape the weights of the model an engine builds, as vLLM
+    tells: the fields its model and parallel configs hash as the model's structure, less
+    ``NOT_WEIGHT_SHAPING``, plus ``ALSO_WEIGHT_SHAPING``, that are engine arguments.
+
+    ``store.locate.LAYOUT_ARGS`` is this list written out (the replica and the manager
+    must not import vLLM to tag a layout); a unit test pins the two together, so a vLLM
+    release that hashes other fields fails there until each is sorted into one side.
+    For tests and upgrades: it patches a vLLM function while it runs."""
+    from vllm.config import ModelConfig, ParallelConfig
+
+    factors = _structure_factors(ModelConfig) | _structure_factors(ParallelConfig)
+    if stale := NOT_WEIGHT_SHAPING - factors:
+        raise RuntimeError(f"vLLM no longer hashes {sorted(stale)}: drop them from NOT_WEIGHT_SHAPING")
+    engine_args = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    return tuple(sorted(((factors - NOT_WEIGHT_SHAPING) | ALSO_WEIGHT_SHAPING) & engine_args))

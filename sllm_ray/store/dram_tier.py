@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sllm_ray.store.checkpoint_format import (
+    INDEX_FILE,
     CheckpointError,
     TensorEntry,
     check_complete,
@@ -171,6 +172,8 @@ class DramTier:
         self.root.mkdir(parents=True)
         self._lru: LruBudget[str] = LruBudget(budget_bytes)
         self._ranks: dict[str, list[CachedRank]] = {}
+        # Which disk copy each entry was copied from (``_disk_stamp``).
+        self._stamps: dict[str, tuple[tuple[int, int, int], ...]] = {}
         self.evictions = 0
 
     @property
@@ -189,11 +192,17 @@ class DramTier:
         return key in self._lru
 
     def put(self, key: str, model_dir: str | Path) -> list[CachedRank]:
-        """Copy a checkpoint from local disk into shared memory, evicting as needed."""
+        """Copy a checkpoint from local disk into shared memory, evicting as needed. A key
+        already cached from this disk copy is kept; one cached from a copy that has been
+        replaced since (a new engine layout written over a stale one) is copied again."""
+        directories = list(iter_ranks(model_dir))
         if key in self._lru:
-            self._lru.touch(key)
-            return self._ranks[key]
-        ranks = [(d, read_index(d)) for d in iter_ranks(model_dir)]
+            if self._stamps.get(key) == _disk_stamp(directories):
+                self._lru.touch(key)
+                return self._ranks[key]
+            logger.info("DRAM tier: %s changed on disk: caching it again", key)
+            self._remove(key)
+        ranks = [(d, read_index(d)) for d in directories]
         sizes = [check_complete(d, index) for d, index in ranks]
         for victim in self._lru.victims_for(sum(sizes)):
             self.evict(victim)
@@ -217,6 +226,7 @@ class DramTier:
             raise
         self._lru.add(key, sum(sizes))
         self._ranks[key] = cached
+        self._stamps[key] = _disk_stamp(directories)
         seconds = time.monotonic() - started
         logger.info(
             "DRAM tier: cached %s (%.1f MB in %.2f s); %.1f of %.1f MB used",
@@ -231,9 +241,19 @@ class DramTier:
     def folder(self, key: str) -> Path:
         return self.root / key
 
-    def get(self, key: str) -> list[CachedRank] | None:
+    def get(self, key: str, model_dir: str | Path | None = None) -> list[CachedRank] | None:
+        """The cached ranks of ``key``; None when it is not cached, or (given the disk copy
+        it came from, ``model_dir``) when that copy has been replaced since: the cached
+        bytes would not match the index on disk."""
         if key not in self._lru:
             return None
+        if model_dir is not None:
+            try:
+                current = _disk_stamp(list(iter_ranks(model_dir)))
+            except CheckpointError:
+                return None
+            if self._stamps.get(key) != current:
+                return None
         self._lru.touch(key)
         return self._ranks[key]
 
@@ -246,7 +266,21 @@ class DramTier:
     def evict(self, key: str) -> None:
         if key in self._lru:
             self.evictions += 1
+        self._remove(key)
+        logger.info("DRAM tier: evicted %s", key)
+
+    def _remove(self, key: str) -> None:
         shutil.rmtree(self.folder(key), ignore_errors=True)
         self._lru.remove(key)
         self._ranks.pop(key, None)
-        logger.info("DRAM tier: evicted %s", key)
+        self._stamps.pop(key, None)
+
+
+def _disk_stamp(directories: list[Path]) -> tuple[tuple[int, int, int], ...]:
+    """Which disk copy these rank folders are: each index file's device, inode and
+    modification time. Replacing a copy (a rename of a new folder into place) changes it."""
+    stamps = []
+    for directory in directories:
+        stat = os.stat(directory / INDEX_FILE)
+        stamps.append((stat.st_dev, stat.st_ino, stat.st_mtime_ns))
+    return tuple(stamps)

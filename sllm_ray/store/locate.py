@@ -26,17 +26,37 @@ LOCATE_TIMEOUT_S = 2.0
 SOURCE, DISK, DRAM = "source", "disk", "dram"
 
 # Engine arguments that change what a loaded model's parameters hold (their names, shapes,
-# dtypes or shards); the others (cache sizes, scheduling) leave the weights alone.
+# dtypes or shards); the others (cache sizes, scheduling) leave the weights alone. Derived
+# from vLLM's own config hashes by ``engine.vllm_compat.weight_shaping_engine_args`` and
+# written out here, since the replicas and the manager that tag layouts never import
+# vLLM; tests/unit/test_vllm_compat.py pins the two together, so a vLLM upgrade that
+# changes the list fails there. A stored layout that still does not fit an engine is
+# replaced by that engine (``engine.store_loader``).
 LAYOUT_ARGS = (
-    "dtype",
-    "quantization",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
+    "code_revision",
+    "convert",
     "data_parallel_size",
+    "dcp_q_replicate",
+    "decode_context_parallel_size",
+    "dtype",
+    "elastic_ep_max_dp_size",
+    "enable_elastic_ep",
+    "enable_ep_weight_filter",
+    "enable_eplb",
     "enable_expert_parallel",
+    "enable_hc_sp",
+    "eplb_config",
+    "expert_placement_strategy",
     "hf_overrides",
-    "revision",
+    "model_class_overrides",
     "model_impl",
+    "pipeline_parallel_size",
+    "prefill_context_parallel_size",
+    "quantization",
+    "quantization_config",
+    "revision",
+    "runner",
+    "tensor_parallel_size",
     "trust_remote_code",
 )
 

@@ -15,7 +15,9 @@ from the source only when none does: a model is read from its source once per cl
 A model has two kinds of copies here: the converted checkpoint, with Hugging Face names,
 which any engine can load; and, once an engine has loaded it, that engine's layout
 (``<key>.<layout>``, written by the load format in ``store_loader``), which later engines
-with the same layout use in place. Once a layout exists it is what goes into DRAM.
+with the same layout use in place. Once a layout exists it is what goes into DRAM. An
+engine that finds the stored layout does not fit its parameters writes a new one over it;
+``prepare`` then replaces the DRAM copy of the old one.
 """
 
 from __future__ import annotations
@@ -150,11 +152,14 @@ class CheckpointStore:
         if layout is not None:
             lkey = layout_key(model, source, layout)
             weights["layout_dir"] = str(self._disk_dir(lkey))
+            # Where the engine writes its layout, for the next one: when there is none
+            # yet, or the stored one does not fit it (then it is replaced).
+            weights["layout_staging"] = f"{weights['layout_dir']}{PARTIAL}-{uuid.uuid4().hex[:8]}"
             if lkey in self._dram or self._on_disk(lkey):
                 best = lkey
-            else:  # the engine writes its layout here, for the next one
-                weights["layout_staging"] = f"{weights['layout_dir']}{PARTIAL}-{uuid.uuid4().hex[:8]}"
-        if self._dram.get(best) is None:
+        # A DRAM copy of a disk copy that was replaced since is not handed out: ``prepare``
+        # replaces it.
+        if self._dram.get(best, self._disk_dir(best)) is None:
             self._start_prepare(model, source, layout)
             return CheckpointLocation(DISK, weights)
         weights["dram_dir" if best == key else "layout_dram_dir"] = str(self._dram.folder(best))

@@ -45,7 +45,17 @@ for folder in (checkpoint, layout_dir):
         data.unlink()
 generate("layout_dram", {"checkpoint": checkpoint, "layout_dir": layout_dir,
                          "layout_dram_dir": str(tier.folder("layout"))})
-print("RESULT " + json.dumps({"tokens": {k: list(v) for k, v in out.items()}, "loads": loads}))
+# A stored layout that does not fit the model (other names): loaded by name, and replaced.
+import torch
+from sllm_ray.store.checkpoint_format import read_index, save_rank
+stale_dir = checkpoint + ".stale"
+save_rank({"not_a_weight": torch.zeros(2)}, pathlib.Path(stale_dir, "rank_0"))
+generate("stale_layout", {"checkpoint": checkpoint, "dram_dir": dram_dir, "layout_dir": stale_dir,
+                          "layout_staging": stale_dir + ".partial-2"})
+names = [set(read_index(pathlib.Path(folder, "rank_0"))) for folder in (stale_dir, layout_dir)]
+replaced = names[0] == names[1]
+result = {"tokens": {k: list(v) for k, v in out.items()}, "loads": loads, "replaced": replaced}
+print("RESULT " + json.dumps(result))
 """
 
 
@@ -80,7 +90,10 @@ def test_store_format_engine_matches_the_safetensors_engine(
     tokens, loads = result["tokens"], result["loads"]
     assert len(tokens["default"]) == 12
     assert tokens["store_disk"] == tokens["store_dram"] == tokens["layout_dram"] == tokens["default"]
+    assert tokens["stale_layout"] == tokens["default"]
     assert loads["default"] is None  # vLLM's own loader: no report
     assert loads["store_disk"] == {"tier": "disk", "layout": "hf_names", "layout_written": False}
     assert loads["store_dram"] == {"tier": "dram", "layout": "hf_names", "layout_written": True}
     assert loads["layout_dram"] == {"tier": "dram", "layout": "engine_layout", "layout_written": False}
+    assert loads["stale_layout"] == {"tier": "dram", "layout": "hf_names", "layout_written": True}
+    assert result["replaced"]  # the stale layout now holds the model's own parameters

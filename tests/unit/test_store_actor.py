@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from sllm_ray.engine.records import EngineSpec
-from sllm_ray.engine.store_loader import save_layout
+from sllm_ray.engine.store_loader import layout_tensors, save_layout
 from sllm_ray.names import checkpoint_key
 from sllm_ray.store.checkpoint_format import load_rank, rank_dir
 from sllm_ray.store.locate import DISK, DRAM, SOURCE, CheckpointLocation, engine_layout
@@ -107,12 +107,40 @@ def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_pa
         assert (await store.prepare("m", source, "vllm-x"))["key"].endswith(".vllm-x")
         located = store.locate("m", source, "vllm-x")
         assert located.tier == DRAM
-        assert set(located.paths) == {"checkpoint", "layout_dir", "layout_dram_dir"}
+        # Still a staging folder: an engine the stored layout does not fit replaces it.
+        assert set(located.paths) == {"checkpoint", "layout_dir", "layout_dram_dir", "layout_staging"}
         key = checkpoint_key("m", source)
         assert set(store.status()["disk"]) == {key, f"{key}.vllm-x"}  # and no partial copies
         store.forget("m", source)  # the model's layouts leave DRAM with it
         assert store.status()["dram"]["checkpoints"] == []
         assert store.locate("m", source, "vllm-x").tier == DISK
+
+    asyncio.run(scenario())
+
+
+def test_a_replaced_engine_layout_is_cached_again(tmp_path: Path) -> None:
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> None:
+        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        await store.prepare("m", source, "vllm-x")
+        weights = store.locate("m", source, "vllm-x").paths
+        assert save_layout({"old": torch.zeros(4)}, weights["layout_staging"], weights["layout_dir"], 0, 1)
+        await store.prepare("m", source, "vllm-x")
+        stale = store.locate("m", source, "vllm-x")
+        assert stale.tier == DRAM
+        # An engine the stored layout does not fit writes its own over it ...
+        staging, layout_dir = stale.paths["layout_staging"], stale.paths["layout_dir"]
+        assert save_layout({"new": torch.ones(2)}, staging, layout_dir, 0, 1, replace=True)
+        # ... and the DRAM copy of the old one is never handed out with the new index.
+        assert store.locate("m", source, "vllm-x").tier == DISK
+        prepared = await store.prepare("m", source, "vllm-x")  # what its replica asks for
+        assert prepared["key"].endswith(".vllm-x") and prepared["tier"] == DRAM
+        fresh = store.locate("m", source, "vllm-x")
+        assert fresh.tier == DRAM
+        tensors, tier = layout_tensors(fresh.paths, 0)
+        assert tier == "dram" and set(tensors) == {"new"} and tensors["new"].tolist() == [1.0, 1.0]
+        assert store.status()["dram"]["evictions"] == 0  # a refresh, not an eviction
 
     asyncio.run(scenario())
 

@@ -79,6 +79,21 @@ def test_engine_layout_ranks_are_published_whole_and_once(tmp_path: Path) -> Non
     assert layout_tensors({"layout_dir": final}, 0)[0]["w"].tolist() == [0.0, 0.0]
 
 
+def test_a_stale_layout_is_replaced_whole(tmp_path: Path) -> None:
+    final = str(tmp_path / "l")
+    assert save_layout({"old": torch.zeros(2)}, str(tmp_path / "l.partial-1"), final, rank=0, world_size=1)
+    # Two workers of an engine the stored layout does not fit: the old one stays until
+    # the new one is whole, then the new one takes its place.
+    staging = str(tmp_path / "l.partial-2")
+    assert not save_layout({"new": torch.ones(3)}, staging, final, rank=1, world_size=2, replace=True)
+    assert set(layout_tensors({"layout_dir": final}, 0)[0]) == {"old"}
+    assert save_layout({"new": torch.ones(3)}, staging, final, rank=0, world_size=2, replace=True)
+    for rank in (0, 1):
+        tensors, _ = layout_tensors({"layout_dir": final}, rank)
+        assert set(tensors) == {"new"} and tensors["new"].tolist() == [1.0, 1.0, 1.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l"]  # neither staging nor the stale copy
+
+
 def test_a_layout_stands_in_only_for_the_same_parameters() -> None:
     params = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
     assert layout_mismatch({"a": torch.ones(2, 3), "b": torch.ones(4)}, params) is None
