@@ -2,7 +2,7 @@
 
 Every error a client sees is ``{"error": {"message", "type", "param", "code"}}`` with the
 matching HTTP status, so the official ``openai`` client raises its own typed errors
-(``BadRequestError``, ``NotFoundError``, ...). ``sllm_ray.api.errors`` renders them; this
+(``BadRequestError``, ``NotFoundError``, ...). ``sllm_ray.api.error_responses`` renders them; this
 module has no web-framework dependency, so the control plane raises them too (Ray
 re-raises them in the caller as instances of the same class).
 """

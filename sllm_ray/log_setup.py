@@ -49,7 +49,7 @@ def configure_logging() -> None:
     logger._sllm_ray_configured = True  # type: ignore[attr-defined]
 
 
-class Progress:
+class ProgressLog:
     """Progress of long work (a conversion, a copy) in the log: ``<what>: 45% (1.2 of 2.6
     GB)`` at most every ``every_s`` seconds, so a big model shows it is moving."""
 

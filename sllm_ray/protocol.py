@@ -44,11 +44,11 @@ ACCEPT_WINDOW_S = 0.005
 @dataclass(frozen=True)
 class Accepted:
     """A replica has the request; ``replica`` says which one; ``head`` when it was ready.
-    ``start``: cold or hot when the request waited for this replica to start, else warm."""
+    ``start_kind``: cold or hot when the request waited for this replica to start, else warm."""
 
     replica: str
     head: ResponseHead | None = None
-    start: str = "warm"
+    start_kind: str = "warm"
 
 
 SSE_DONE = "data: [DONE]\n\n"

@@ -3,7 +3,7 @@
 The ingress makes a ``RequestLog`` when a generation request arrives and closes it once:
 with the status and the tokens, when a reply is whole, a stream ends, or an error is
 sent. Time to first token is the head of a whole reply, or the first stream event that
-carries text. ``start`` is what the replica said of the request (``Accepted.start``):
+carries text. ``start_kind`` is what the replica said of the request (``Accepted.start_kind``):
 cold (its replica was started for it), hot (a sleeping engine was woken for it) or warm.
 """
 
@@ -23,7 +23,7 @@ class RequestLog:
     def __init__(self, model: str, endpoint: str) -> None:
         self.model = model
         self.endpoint = endpoint
-        self.start = "warm"
+        self.start_kind = "warm"
         self._started = time.monotonic()
         self._first_token_s: float | None = None
         self._tokens = 0
@@ -58,7 +58,7 @@ class RequestLog:
         self._closed = True
         latency = time.monotonic() - self._started
         metrics.count("sllm_requests_total", {"model": self.model, "status": str(status)})
-        timing = {"model": self.model, "start": self.start}
+        timing = {"model": self.model, "start": self.start_kind}
         metrics.observe("sllm_request_latency_seconds", timing, latency)
         if status == 200 and self._first_token_s is not None:
             metrics.observe("sllm_time_to_first_token_seconds", timing, self._first_token_s)
@@ -71,13 +71,13 @@ class RequestLog:
             self._tokens,
             ttft,
             latency,
-            self.start,
+            self.start_kind,
             extra={
                 "model": self.model,
                 "status": status,
                 "tokens": self._tokens,
                 "ttft_s": self._first_token_s,
                 "latency_s": round(latency, 4),
-                "start": self.start,
+                "start": self.start_kind,
             },
         )

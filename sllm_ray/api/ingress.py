@@ -23,11 +23,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from sllm_ray import metrics
-from sllm_ray.api import compat
+from sllm_ray.api import sllm_compat
 from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
-from sllm_ray.api.errors import error_response, install_error_handlers
-from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
+from sllm_ray.api.error_responses import error_response, install_error_handlers
+from sllm_ray.api.model_directory import ModelDirectory, apply_max_tokens_limit, parse_json_body
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.failures import StartFailure
 from sllm_ray.errors import (
@@ -273,7 +273,7 @@ class OpenAIIngress:
             self._waiting[config.model] -= 1
             metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         assert isinstance(accepted, Accepted), accepted
-        log.start = accepted.start
+        log.start_kind = accepted.start_kind
         head = accepted.head or await events.__anext__()
         return _Reply(accepted.replica, head, events, log)
 
@@ -413,17 +413,17 @@ class OpenAIIngress:
 
     @app.post("/register")
     async def sllm_register(self, request: Request) -> dict[str, Any]:
-        return await self._register(compat.register_body(await self._body(request)))
+        return await self._register(sllm_compat.register_body(await self._body(request)))
 
     @app.post("/update")
     async def sllm_update(self, request: Request) -> dict[str, Any]:
-        name, patch = compat.update_patch(await self._body(request))
+        name, patch = sllm_compat.update_patch(await self._body(request))
         return await self._update(name, patch)
 
     @app.post("/delete")
     async def sllm_delete(self, request: Request) -> dict[str, Any]:
         body = await self._body(request)
-        return await self._delete(compat.model_name(body))
+        return await self._delete(sllm_compat.model_name(body))
 
     @app.get("/status")
     async def status(self) -> dict[str, Any]:

@@ -184,7 +184,7 @@ class ModelServer:
             try:
                 await asyncio.wait_for(asyncio.shield(first), ACCEPT_WINDOW_S)
             except TimeoutError:
-                yield Accepted(self._replica, start=start)  # not a stream: the head is the whole reply
+                yield Accepted(self._replica, start_kind=start)  # not a stream: the head is the whole reply
                 yield await first
             else:
                 yield Accepted(self._replica, first.result(), start)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sllm_ray.log_setup import Progress
+from sllm_ray.log_setup import ProgressLog
 from sllm_ray.store.checkpoint_format import CheckpointError, data_bytes, rank_dir, save_rank
 
 if TYPE_CHECKING:  # imported by the conversion itself: the store's answers need none
@@ -36,7 +36,7 @@ def _safetensors_files(source: Path) -> list[Path]:
     return files
 
 
-def _tensors(files: list[Path], progress: Progress) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors(files: list[Path], progress: ProgressLog) -> Iterator[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
 
     for path in files:
@@ -63,7 +63,7 @@ def convert(source: str | Path, target: str | Path) -> Path:
                 and item.name != "model.safetensors.index.json"
             ):
                 shutil.copy2(item, staging / item.name)
-        progress = Progress(logger, f"converting {source.name}", sum(p.stat().st_size for p in files))
+        progress = ProgressLog(logger, f"converting {source.name}", sum(p.stat().st_size for p in files))
         save_rank(dict(_tensors(files, progress)), rank_dir(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)

@@ -184,7 +184,7 @@ class DramTier:
     def budget_bytes(self) -> int:
         return self._lru.budget_bytes
 
-    def holds(self) -> list[str]:
+    def cached(self) -> list[str]:
         """Cached checkpoints, least recently used first."""
         return self._lru.keys()
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import ray
 
-from sllm_ray.log_setup import Progress, configure_logging
+from sllm_ray.log_setup import ProgressLog, configure_logging
 from sllm_ray.names import (
     NAMESPACE,
     NODE_PREFIX,
@@ -209,7 +209,7 @@ class CheckpointStore:
         )
         return {"model": model, "key": key, "tier": tier, "bytes": size}
 
-    def holds(self, key: str) -> int | None:
+    def disk_bytes(self, key: str) -> int | None:
         """The size of a whole disk copy of ``key`` here, or None (a peer asking)."""
         return data_bytes(rank_dir(self._disk_dir(key))) if self._on_disk(key) else None
 
@@ -239,14 +239,14 @@ class CheckpointStore:
     async def _copy_from_peer(self, key: str) -> bool:
         """Copy ``key`` from the first peer store that holds it; False when none does."""
         peers = self._peers()
-        sizes = await asyncio.gather(*(p.holds.remote(key) for _, p in peers), return_exceptions=True)
+        sizes = await asyncio.gather(*(p.disk_bytes.remote(key) for _, p in peers), return_exceptions=True)
         holders = [(*peer, size) for peer, size in zip(peers, sizes, strict=True) if isinstance(size, int)]
         for peer_node, peer, size in holders:
             staging = self._disk_root / f"{key}{PARTIAL}-copy"
             shutil.rmtree(staging, ignore_errors=True)
             self._queued[key] = size
             started = time.monotonic()
-            progress = Progress(logger, f"store: copying {key} from node {peer_node}", size)
+            progress = ProgressLog(logger, f"store: copying {key} from node {peer_node}", size)
             try:
                 async for ref in peer.read.options(num_returns="streaming").remote(key):
                     relative, piece = await ref
@@ -276,7 +276,7 @@ class CheckpointStore:
         """Drop the model and its engine layouts from DRAM (the disk copies stay for a
         later registration)."""
         key = checkpoint_key(model, source)
-        for held in self._dram.holds():
+        for held in self._dram.cached():
             if held == key or held.startswith(f"{key}."):
                 self._dram.evict(held)
 
@@ -286,7 +286,7 @@ class CheckpointStore:
             "dram": {
                 "budget_bytes": self._dram.budget_bytes,
                 "used_bytes": self._dram.used_bytes,
-                "checkpoints": self._dram.holds(),
+                "checkpoints": self._dram.cached(),
                 "evictions": self._dram.evictions,
             },
             "disk": self._disk(),

@@ -41,15 +41,15 @@ def test_put_get_and_evict_under_budget(tmp_path: Path) -> None:
     (rank,) = tier.put("one", one)
     assert torch.equal(rank.tensors()["w"], torch.full((250,), 1.0))
     tier.put("two", two)
-    assert tier.holds() == ["one", "two"] and tier.used_bytes == 2016
+    assert tier.cached() == ["one", "two"] and tier.used_bytes == 2016
     tier.get("one")  # now "two" is the least recently used
     tier.put("three", three)
-    assert tier.holds() == ["one", "three"]
+    assert tier.cached() == ["one", "three"]
     assert not (tmp_path / "shm" / "two").exists()
 
     tier.pin("one")
     tier.put("two", two)  # evicts "three", not the pinned "one"
-    assert tier.holds() == ["one", "two"]
+    assert tier.cached() == ["one", "two"]
 
 
 def test_views_are_shared_and_copy_on_write(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_bad_or_oversized_checkpoints_leave_nothing_behind(tmp_path: Path) -> No
         tier.put("big", checkpoint(tmp_path / "big", 1.0))
     with pytest.raises(CheckpointError, match="rank_"):
         tier.put("empty", tmp_path / "nothing-here")
-    assert tier.holds() == [] and list((tmp_path / "shm").iterdir()) == []
+    assert tier.cached() == [] and list((tmp_path / "shm").iterdir()) == []
 
 
 def test_prefaulting_maps_every_page_and_keeps_copy_on_write(tmp_path: Path) -> None:

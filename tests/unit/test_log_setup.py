@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from sllm_ray.log_setup import JsonFormatter, Progress
+from sllm_ray.log_setup import JsonFormatter, ProgressLog
 
 
 def test_json_lines_carry_the_message_and_the_extra_fields() -> None:
@@ -28,7 +28,7 @@ def test_json_lines_carry_the_message_and_the_extra_fields() -> None:
 
 def test_progress_is_logged_at_most_every_interval(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("test_progress")
-    progress = Progress(logger, "converting m", total_bytes=4 * 10**9, every_s=0.0)
+    progress = ProgressLog(logger, "converting m", total_bytes=4 * 10**9, every_s=0.0)
     with caplog.at_level(logging.INFO, logger="test_progress"):
         progress.advance(10**9)
         progress.advance(2 * 10**9)
@@ -36,7 +36,7 @@ def test_progress_is_logged_at_most_every_interval(caplog: pytest.LogCaptureFixt
         "converting m: 25% (1.0 of 4.0 GB)",
         "converting m: 75% (3.0 of 4.0 GB)",
     ]
-    quiet = Progress(logger, "copying", total_bytes=10, every_s=3600)
+    quiet = ProgressLog(logger, "copying", total_bytes=10, every_s=3600)
     with caplog.at_level(logging.INFO, logger="test_progress"):
         quiet.advance(5)
     assert len(caplog.records) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sllm_ray.api import compat
+from sllm_ray.api import sllm_compat
 from sllm_ray.config import ModelConfig
 from sllm_ray.errors import UnprocessableError
 
@@ -31,7 +31,7 @@ SLLM_DEFAULT = {
 
 
 def test_register_translates_their_default_config() -> None:
-    body = compat.register_body(SLLM_DEFAULT)
+    body = sllm_compat.register_body(SLLM_DEFAULT)
     config = ModelConfig.model_validate(body)
     assert config.model == config.model_source == "facebook/opt-1.3b"
     assert config.engine_kwargs == {"dtype": "float16"}
@@ -41,7 +41,7 @@ def test_register_translates_their_default_config() -> None:
 
 
 def test_older_torch_dtype_and_vllm_arguments_carry_over() -> None:
-    body = compat.register_body(
+    body = sllm_compat.register_body(
         {
             "model": "m",
             "backend_config": {
@@ -56,7 +56,7 @@ def test_older_torch_dtype_and_vllm_arguments_carry_over() -> None:
 
 
 def test_register_with_only_a_model_name() -> None:
-    assert compat.register_body({"model": "org/m"}) == {
+    assert sllm_compat.register_body({"model": "org/m"}) == {
         "model": "org/m",
         "model_source": "org/m",
         "engine_kwargs": {},
@@ -64,9 +64,9 @@ def test_register_with_only_a_model_name() -> None:
 
 
 def test_update_only_touches_given_sections() -> None:
-    name, patch = compat.update_patch({"model": "m", "auto_scaling_config": {"max_instances": 2}})
+    name, patch = sllm_compat.update_patch({"model": "m", "auto_scaling_config": {"max_instances": 2}})
     assert (name, patch) == ("m", {"autoscaling": {"max_replicas": 2}})
-    _, patch = compat.update_patch({"model": "m", "backend_config": {"max_model_len": 256}})
+    _, patch = sllm_compat.update_patch({"model": "m", "backend_config": {"max_model_len": 256}})
     assert patch == {"engine_kwargs": {"max_model_len": 256}}
 
 
@@ -82,4 +82,4 @@ def test_update_only_touches_given_sections() -> None:
 )
 def test_unsupported_input_is_422(body: dict) -> None:
     with pytest.raises(UnprocessableError):
-        compat.register_body(body)
+        sllm_compat.register_body(body)

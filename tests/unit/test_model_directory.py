@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sllm_ray.api.errors import error_response
-from sllm_ray.api.routing import ModelDirectory, apply_max_tokens_limit, parse_json_body
+from sllm_ray.api.error_responses import error_response
+from sllm_ray.api.model_directory import ModelDirectory, apply_max_tokens_limit, parse_json_body
 from sllm_ray.config import ModelConfig
 from sllm_ray.errors import (
     BadRequestError,
