@@ -118,6 +118,8 @@ def main(engine_cls: str) -> None:
     signal.signal(signal.SIGCHLD, _reap)
     _send({"ready": True, "prepare_s": time.perf_counter() - started, "pid": os.getpid()})
     for line in sys.stdin:
+        if not line.strip():
+            continue
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
