@@ -32,10 +32,6 @@ class ResponseHead:
     status: int
     body: dict[str, Any] | None = None
 
-    @property
-    def is_stream(self) -> bool:
-        return self.body is None
-
 
 # How long a replica holds ``Accepted`` back for the head to travel with it.
 ACCEPT_WINDOW_S = 0.005

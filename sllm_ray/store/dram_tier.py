@@ -43,17 +43,16 @@ K = TypeVar("K", bound=Hashable)
 
 
 class BudgetError(Exception):
-    """An entry does not fit, even after evicting everything that may be evicted."""
+    """An entry does not fit, even after evicting everything."""
 
 
 class LruBudget(Generic[K]):
-    """Sizes of entries under a byte budget, least recently used first out. Pinned
-    entries (in use) are never chosen for eviction."""
+    """Sizes of entries under a byte budget, least recently used first out. An evicted
+    entry's files stay valid for the engines that mapped them, so none is held back."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._sizes: OrderedDict[K, int] = OrderedDict()
-        self._pins: dict[K, int] = {}
 
     @property
     def used_bytes(self) -> int:
@@ -69,17 +68,6 @@ class LruBudget(Generic[K]):
     def touch(self, key: K) -> None:
         self._sizes.move_to_end(key)
 
-    def pin(self, key: K) -> None:
-        self._pins[key] = self._pins.get(key, 0) + 1
-        self.touch(key)
-
-    def unpin(self, key: K) -> None:
-        left = self._pins.get(key, 0) - 1
-        if left > 0:
-            self._pins[key] = left
-        else:
-            self._pins.pop(key, None)
-
     def victims_for(self, size: int) -> list[K]:
         """The entries to evict, oldest first, so that ``size`` more bytes fit."""
         if size > self.budget_bytes:
@@ -89,14 +77,8 @@ class LruBudget(Generic[K]):
         for key, entry_size in self._sizes.items():
             if free >= size:
                 break
-            if key not in self._pins:
-                victims.append(key)
-                free += entry_size
-        if free < size:
-            raise BudgetError(
-                f"{size} bytes do not fit: {self.budget_bytes - self.used_bytes} free of "
-                f"{self.budget_bytes}, the rest in use"
-            )
+            victims.append(key)
+            free += entry_size
         return victims
 
     def add(self, key: K, size: int) -> None:
@@ -105,7 +87,6 @@ class LruBudget(Generic[K]):
 
     def remove(self, key: K) -> None:
         self._sizes.pop(key, None)
-        self._pins.pop(key, None)
 
 
 # madvise(2) advice that maps a range's pages now, for reading, without copy-on-write
@@ -256,12 +237,6 @@ class DramTier:
                 return None
         self._lru.touch(key)
         return self._ranks[key]
-
-    def pin(self, key: str) -> None:
-        self._lru.pin(key)
-
-    def unpin(self, key: str) -> None:
-        self._lru.unpin(key)
 
     def evict(self, key: str) -> None:
         if key in self._lru:

@@ -1,4 +1,4 @@
-"""The DRAM tier: byte budget, least-recently-used eviction, pins, shared copy-on-write views."""
+"""The DRAM tier: byte budget, least-recently-used eviction, shared copy-on-write views."""
 
 from __future__ import annotations
 
@@ -12,22 +12,17 @@ from sllm_ray.store.checkpoint_format import CheckpointError, save_rank
 from sllm_ray.store.dram_tier import BudgetError, DramTier, LruBudget, prefault
 
 
-def test_lru_budget_evicts_oldest_unpinned_first() -> None:
+def test_lru_budget_evicts_oldest_first() -> None:
     lru: LruBudget[str] = LruBudget(100)
     for key in ("a", "b", "c"):
         lru.add(key, 30)
     assert lru.victims_for(10) == []
     lru.touch("a")  # order now b, c, a
     assert lru.victims_for(40) == ["b"]
-    lru.pin("b")
-    assert lru.victims_for(40) == ["c"]
-    assert lru.victims_for(70) == ["c", "a"]
-    with pytest.raises(BudgetError, match="in use"):
-        lru.victims_for(71)
+    assert lru.victims_for(70) == ["b", "c"]
+    assert lru.victims_for(100) == ["b", "c", "a"]
     with pytest.raises(BudgetError, match="whole budget"):
         lru.victims_for(101)
-    lru.unpin("b")
-    assert lru.victims_for(100) == ["c", "a", "b"]  # pinning counted as a use
 
 
 def checkpoint(folder: Path, value: float, numel: int = 250) -> Path:
@@ -47,9 +42,9 @@ def test_put_get_and_evict_under_budget(tmp_path: Path) -> None:
     assert tier.cached() == ["one", "three"]
     assert not (tmp_path / "shm" / "two").exists()
 
-    tier.pin("one")
-    tier.put("two", two)  # evicts "three", not the pinned "one"
-    assert tier.cached() == ["one", "two"]
+    tier.get("three")
+    tier.put("two", two)  # evicts "one", now the least recently used
+    assert tier.cached() == ["three", "two"]
 
 
 def test_views_are_shared_and_copy_on_write(tmp_path: Path) -> None:

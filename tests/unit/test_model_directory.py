@@ -14,7 +14,7 @@ from sllm_ray.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
-from sllm_ray.protocol import ResponseHead, parse_sse_event
+from sllm_ray.protocol import parse_sse_event
 
 MODELS = [ModelConfig(model="a", model_source="src-a"), ModelConfig(model="org/b", model_source="src-b")]
 
@@ -114,4 +114,3 @@ def test_error_bodies_have_openai_shape() -> None:
 def test_sse_events_decode() -> None:
     assert parse_sse_event('data: {"a": 1}\n\n') == {"a": 1}
     assert parse_sse_event("data: [DONE]\n\n") is None
-    assert ResponseHead(200).is_stream and not ResponseHead(200, {}).is_stream
