@@ -9,6 +9,7 @@ re-raises them in the caller as instances of the same class).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,6 +142,30 @@ class ModelStartFailedError(_RetryLater):
     def __init__(self, model: str, cause: str, retry_after_s: int) -> None:
         super().__init__(f"model `{model}` failed to start: {cause}", retry_after_s)
         self.param = "model"
+
+
+def validation_error(
+    errors: Sequence[Mapping[str, Any]],
+    error_cls: type[OpenAIError] = BadRequestError,
+    *,
+    every: bool = False,
+) -> OpenAIError:
+    """Pydantic's validation errors (``ValidationError.errors()``, FastAPI's too, whose
+    locations start with ``body``) as one OpenAI error: ``param`` is the first offending
+    field, and the message names it (``every``: names every offending field)."""
+
+    def where(error: Mapping[str, Any]) -> str:
+        loc = [str(part) for part in error.get("loc", ())]
+        return ".".join(loc[1:] if loc[:1] == ["body"] else loc)
+
+    def line(error: Mapping[str, Any]) -> str:
+        msg = str(error.get("msg", "invalid value"))
+        return f"{where(error)}: {msg}" if where(error) else msg
+
+    if not errors:
+        return error_cls("invalid request")
+    shown = errors if every else errors[:1]
+    return error_cls("; ".join(line(e) for e in shown), param=where(errors[0]) or None)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 # Ray namespace of the per-node actors (host pools, checkpoint stores).
 NAMESPACE = "sllm_ray"
@@ -41,6 +42,15 @@ def pool_name(app: str, node_id: str) -> str:
 
 def store_name(app: str, node_id: str) -> str:
     return f"{app}:store:{node_id}"
+
+
+def named_actor(name: str) -> Any:
+    """The app's per-node actor called ``name`` (``pool_name``, ``store_name``); ValueError
+    when there is none. Ray is imported here, not above: the records and the ingress that
+    import this module for names alone do not need it."""
+    import ray
+
+    return ray.get_actor(name, namespace=NAMESPACE)
 
 
 NODE_PREFIX = 12  # characters of a node id in per-node folder names

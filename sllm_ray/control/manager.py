@@ -47,7 +47,14 @@ from sllm_ray.control.registry import (
     UnknownModelError,
 )
 from sllm_ray.control.sources import SourceError, resolve_source
-from sllm_ray.errors import ConflictError, ErrorReply, ModelNotFoundError, OpenAIError, UnprocessableError
+from sllm_ray.errors import (
+    ConflictError,
+    ErrorReply,
+    ModelNotFoundError,
+    OpenAIError,
+    UnprocessableError,
+    validation_error,
+)
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import model_app_name, model_app_prefix
 from sllm_ray.serving.model_server import build_model_deployment
@@ -81,16 +88,6 @@ def _client_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R
             return ErrorReply(exc)
 
     return wrapper
-
-
-def validation_error(exc: ValidationError) -> UnprocessableError:
-    """Pydantic's errors as one 422 naming every offending field."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
-    first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-    return UnprocessableError("; ".join(parts), param=".".join(str(p) for p in first) or None)
 
 
 @ray.remote(num_cpus=0)
@@ -225,7 +222,7 @@ class ModelManager:
         try:
             config = data if isinstance(data, ModelConfig) else ModelConfig.model_validate(data)
         except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise validation_error(exc.errors(), UnprocessableError, every=True) from None
         config = self._checked(config)
         await self._check_engine_kwargs(config)
         _check_max_model_len(config)
@@ -457,7 +454,7 @@ class ModelManager:
             update = ModelUpdate.model_validate(patch)
             config = update.apply(current.config)
         except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise validation_error(exc.errors(), UnprocessableError, every=True) from None
         config = await self._validated(config)
         try:
             record = self._registry.replace(config)

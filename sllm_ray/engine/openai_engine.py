@@ -24,6 +24,7 @@ from sllm_ray.engine import vllm_compat as vc
 from sllm_ray.engine.inproc_core import inproc_engine_core
 from sllm_ray.engine.records import EngineSpec, LoadReport
 from sllm_ray.engine.store_loader import worker_load_report
+from sllm_ray.errors import validation_error
 from sllm_ray.protocol import Endpoint, ResponseHead
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class OpenAIEngine:
         lap("engine_core_s")  # weights, KV cache, warm-up
         state = State()
         tasks = await self._llm.get_supported_tasks()
-        await vc.init_app_state(self._llm, state, self._args, supported_tasks=tasks)
+        await vc.init_app_state(engine_client=self._llm, state=state, args=self._args, supported_tasks=tasks)
         lap("serving_layer_s")
         self._chat = state.openai_serving_chat
         self._completion = state.openai_serving_completion
@@ -166,7 +167,7 @@ class OpenAIEngine:
         try:
             request = request_cls.model_validate(body)
         except ValidationError as exc:
-            yield ResponseHead(400, _validation_error(exc))
+            yield ResponseHead(400, validation_error(exc.errors()).body())
             return
         try:
             result = await create(request, None)
@@ -180,16 +181,3 @@ class OpenAIEngine:
             yield ResponseHead(200)
             async for event in result:
                 yield event
-
-
-def _validation_error(exc: ValidationError) -> dict[str, Any]:
-    first = exc.errors()[0]
-    param = ".".join(str(part) for part in first.get("loc", ()))
-    return {
-        "error": {
-            "message": f"{param}: {first.get('msg')}" if param else str(first.get("msg")),
-            "type": "invalid_request_error",
-            "param": param or None,
-            "code": 400,
-        }
-    }

@@ -30,7 +30,7 @@ from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import MANAGER_NAME, NAMESPACE, pool_name
+from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
@@ -57,7 +57,7 @@ async def _node_pool(owner_app: str, node_id: str) -> Any:
     deadline = time.monotonic() + POOL_WAIT_S
     while True:
         try:
-            return ray.get_actor(pool_name(owner_app, node_id), namespace=NAMESPACE)
+            return named_actor(pool_name(owner_app, node_id))
         except ValueError:
             if time.monotonic() > deadline:
                 raise EngineStartError(f"no engine host pool on node {node_id}") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from sllm_ray.names import NAMESPACE, digest, store_name
+from sllm_ray.names import digest, named_actor, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def engine_layout(engine_kwargs: Mapping[str, Any]) -> str:
 
 def _store(app: str, node_id: str) -> Any:
     """The app's checkpoint store on the node (ValueError when there is none)."""
-    return ray.get_actor(store_name(app, node_id), namespace=NAMESPACE)
+    return named_actor(store_name(app, node_id))
 
 
 async def locate_checkpoint(

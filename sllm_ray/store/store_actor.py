@@ -35,12 +35,12 @@ import ray
 
 from sllm_ray.log_setup import ProgressLog, configure_logging
 from sllm_ray.names import (
-    NAMESPACE,
     NODE_PREFIX,
     checkpoint_key,
     dram_folder,
     dram_folder_node,
     layout_key,
+    named_actor,
     store_name,
 )
 from sllm_ray.store.bandwidth import measure
@@ -230,7 +230,7 @@ class CheckpointStore:
         for node in ray.nodes() if ray.is_initialized() else ():
             if node["Alive"] and node["NodeID"] != self._node_id:
                 try:
-                    store = ray.get_actor(store_name(self._app, node["NodeID"]), namespace=NAMESPACE)
+                    store = named_actor(store_name(self._app, node["NodeID"]))
                 except ValueError:
                     continue
                 peers.append((node["NodeID"], store))

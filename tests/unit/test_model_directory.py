@@ -13,6 +13,8 @@ from sllm_ray.errors import (
     OpenAIError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    UnprocessableError,
+    validation_error,
 )
 from sllm_ray.protocol import parse_sse_event
 
@@ -109,6 +111,22 @@ def test_error_bodies_have_openai_shape() -> None:
         400, {"error": {"message": "m", "type": "BadRequestError", "param": "top_p"}}
     )
     assert (rebuilt.status, rebuilt.param, rebuilt.type) == (400, "top_p", "BadRequestError")
+
+
+def test_validation_errors_become_one_openai_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        ModelConfig.model_validate({"model": "m", "model_source": "s", "max_queued_requests": -1, "x": 1})
+    every = validation_error(caught.value.errors(), UnprocessableError, every=True)
+    assert every.status == 422 and every.param == "max_queued_requests"
+    assert every.message.startswith("max_queued_requests: ") and "; x: " in every.message
+    first = validation_error(caught.value.errors())
+    assert first.status == 400 and first.param == "max_queued_requests" and ";" not in first.message
+    # FastAPI's locations start with where the value was: the body is no parameter.
+    fastapi = validation_error([{"loc": ("body", "messages", 0), "msg": "Field required"}])
+    assert (fastapi.param, fastapi.message) == ("messages.0", "messages.0: Field required")
+    assert validation_error([]).message == "invalid request"
 
 
 def test_sse_events_decode() -> None:
