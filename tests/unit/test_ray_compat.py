@@ -1,0 +1,54 @@
+"""What sllm_ray relies on in Ray's and Serve's private APIs (``sllm_ray/ray_compat.py``),
+checked against the installed Ray without starting it: an upgrade that moves one fails here."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from ray import serve
+
+from sllm_ray import ray_compat
+
+
+class _Model:
+    def __call__(self) -> int:
+        return 1
+
+
+def test_a_deployment_version_is_taken_only_from_internal_callers() -> None:
+    deployment = serve.deployment(_Model)
+    with pytest.raises(ValueError, match="version"):
+        deployment.options(version="fingerprint")
+    assert deployment.options(version="fingerprint", **ray_compat.VERSIONED_DEPLOYMENT_OPTIONS).version == (
+        "fingerprint"
+    )
+
+
+def test_the_request_routers_locality_mixin_keeps_the_callers_node() -> None:
+    from ray.serve._private.request_router.request_router import LocalityMixin
+
+    assert "self._self_node_id = self_node_id" in inspect.getsource(LocalityMixin)
+
+    class Router:
+        _self_node_id = "node-1"
+
+    assert ray_compat.router_node_id(Router()) == "node-1"
+
+
+def test_per_node_resources_and_the_autoscaler_config_are_there_to_read() -> None:
+    import ray._private.state as state
+
+    assert callable(state.available_resources_per_node)
+    assert callable(state.state.get_cluster_config)
+
+
+def test_a_placement_group_id_round_trips_through_json() -> None:
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    group = PlacementGroup(PlacementGroupID.from_random())
+    hex_id = ray_compat.placement_group_id(group)
+    assert isinstance(hex_id, str)
+    # What join_placement_group rebuilds in the engine host.
+    assert PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id))).id == group.id
