@@ -47,3 +47,15 @@ def ray_session() -> Iterator[None]:
 def metrics_url(ray_session: None) -> str:
     """Ray's Prometheus export on this node: sllm_ray's metrics among Ray's."""
     return f"http://127.0.0.1:{METRICS_PORT}/metrics"
+
+
+# The suites that need Ray, Serve and the real vLLM engine (pyproject's ``e2e`` marker):
+# ``pytest -m "not e2e"`` runs the rest.
+E2E_SUITES = {"e2e", "cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(tests) and item.path.relative_to(tests).parts[0] in E2E_SUITES:
+            item.add_marker(pytest.mark.e2e)

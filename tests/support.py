@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -17,3 +18,50 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, interval_s
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval_s)
     return value
+
+
+# The sllm_ray application's name in the end-to-end and cluster suites.
+APP_NAME = "sllm"
+
+
+def model_body(name: str, model_dir: Path, engine_kwargs: dict[str, Any], **settings: object) -> dict:
+    """A model config for the tiny model: a suite's engine arguments plus ``settings``."""
+    return {"model": name, "model_source": str(model_dir), "engine_kwargs": engine_kwargs, **settings}
+
+
+def replica_states(model: str, app: str = APP_NAME) -> dict[str, int]:
+    """The model deployment's replicas by state, as Serve reports them (none: ``{}``)."""
+    from ray import serve
+
+    from sllm_ray.names import model_app_name
+
+    status = serve.status().applications[model_app_name(app, model)].deployments[f"model:{model}"]
+    return {str(k): v for k, v in status.replica_states.items() if v}
+
+
+def replica_record(model: str, app: str = APP_NAME) -> dict:
+    """A replica's record of the model (``ModelServer.record``), its engine host's inside."""
+    from ray import serve
+
+    from sllm_ray.names import model_app_name
+
+    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(app, model))
+    return handle.record.remote().result()
+
+
+def store_status(node_id: str, app: str = APP_NAME) -> dict[str, Any]:
+    """The report of the node's checkpoint store (``CheckpointStore.status``)."""
+    import ray
+
+    from sllm_ray.names import named_actor, store_name
+
+    return ray.get(named_actor(store_name(app, node_id)).status.remote())
+
+
+def pool_status(node_id: str, app: str = APP_NAME) -> dict[str, Any]:
+    """The report of the node's engine host pool (``HostPool.status``)."""
+    import ray
+
+    from sllm_ray.names import named_actor, pool_name
+
+    return ray.get(named_actor(pool_name(app, node_id)).status.remote())

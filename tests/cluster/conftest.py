@@ -14,11 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cluster_under_test import APP_NAME, BASE_URL, PORT
 
-PORT = 8001
-BASE_URL = f"http://127.0.0.1:{PORT}"
-APP_NAME = "sllm"
-ENGINE_KWARGS = {"max_model_len": 256, "enforce_eager": True, "kv_cache_memory_bytes": 32 * 1024**2}
 NODE_ARGS = {"num_cpus": 2, "object_store_memory": 128 * 1024**2}
 
 
@@ -42,10 +39,6 @@ def cluster() -> Iterator[Any]:
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
-
-
-def model_body(name: str, model_dir: Path, **settings: object) -> dict[str, Any]:
-    return {"model": name, "model_source": str(model_dir), "engine_kwargs": ENGINE_KWARGS, **settings}
 
 
 @pytest.fixture(scope="session")

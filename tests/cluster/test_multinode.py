@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import APP_NAME, BASE_URL, model_body
-from support import wait_for
+from cluster_under_test import APP_NAME, BASE_URL, model_body
+from support import pool_status, replica_record, replica_states, store_status, wait_for
 
-from sllm_ray.names import NAMESPACE, checkpoint_key, model_app_name, pool_name, store_name
+from sllm_ray.names import checkpoint_key, named_actor, store_name
 
 QUICK = {"autoscaling": {"keep_alive_s": 1, "look_back_period_s": 2}}
 
@@ -40,30 +40,8 @@ def _nodes() -> list[str]:
     return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
 
 
-def _store(node: str) -> dict[str, Any]:
-    import ray
-
-    return ray.get(ray.get_actor(store_name(APP_NAME, node), namespace=NAMESPACE).status.remote())
-
-
-def _pool(node: str) -> dict[str, Any]:
-    import ray
-
-    return ray.get(ray.get_actor(pool_name(APP_NAME, node), namespace=NAMESPACE).status.remote())
-
-
-def _record(model: str) -> dict[str, Any]:
-    from ray import serve
-
-    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(APP_NAME, model))
-    return handle.record.remote().result()
-
-
 def _replicas(model: str) -> int:
-    from ray import serve
-
-    app = serve.status().applications[model_app_name(APP_NAME, model)]
-    return sum(app.deployments[f"model:{model}"].replica_states.values())
+    return sum(replica_states(model).values())
 
 
 def _node_with_resource(name: str) -> str:
@@ -82,19 +60,19 @@ def test_a_model_is_read_from_its_source_once_then_copied_between_stores(
     key = checkpoint_key("copied", source)
     # store_prefetch_nodes=1: one store converts it from the source, the others hold nothing.
     seed = wait_for(
-        lambda: [n for n in _nodes() if _store(n)["origins"].get(key) == "source"], 120, "the first copy"
+        lambda: [n for n in _nodes() if store_status(n)["origins"].get(key) == "source"],
+        120,
+        "the first copy",
     )[0]
     others = [n for n in _nodes() if n != seed]
-    assert all(key not in _store(n)["disk"] for n in others)
+    assert all(key not in store_status(n)["disk"] for n in others)
     # What a replica starting on another node makes its store do: copy from the seed's store.
     for node in others:
-        ray.get(
-            ray.get_actor(store_name(APP_NAME, node), namespace=NAMESPACE).prepare.remote("copied", source)
-        )
+        ray.get(named_actor(store_name(APP_NAME, node)).prepare.remote("copied", source))
     for node in others:
-        report = _store(node)
+        report = store_status(node)
         assert report["origins"][key] in set(_nodes()) - {node}, report  # a peer, not the source
-        assert report["disk"][key] == _store(seed)["disk"][key]
+        assert report["disk"][key] == store_status(seed)["disk"][key]
         assert key in report["dram"]["checkpoints"]
         assert report["bandwidth"]["network"] > 0
     assert admin.delete("/v1/admin/models/copied").status_code == 200
@@ -108,12 +86,12 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
     source = _register(admin, "placed", tiny_model_dir)
     key = checkpoint_key("placed", source)
     (seed,) = wait_for(
-        lambda: [n for n in _nodes() if key in _store(n)["dram"]["checkpoints"]], 120, "a copy"
+        lambda: [n for n in _nodes() if key in store_status(n)["dram"]["checkpoints"]], 120, "a copy"
     )
     # Move the DRAM copy to another node: the seed keeps it on disk only, a third has none.
     target = max(n for n in _nodes() if n != seed)
-    ray.get(ray.get_actor(store_name(APP_NAME, seed), namespace=NAMESPACE).forget.remote("placed", source))
-    ray.get(ray.get_actor(store_name(APP_NAME, target), namespace=NAMESPACE).prepare.remote("placed", source))
+    ray.get(named_actor(store_name(APP_NAME, seed)).forget.remote("placed", source))
+    ray.get(named_actor(store_name(APP_NAME, target)).prepare.remote("placed", source))
 
     def placement() -> dict[str, Any]:
         return admin.get("/v1/admin/models/placed").json()["placement"]
@@ -128,7 +106,7 @@ def test_the_replica_lands_on_the_node_holding_the_model_in_dram(
         **{n: "remote" for n in _nodes() if n not in (seed, target)},
     }
     _ask(client, "placed")
-    record = _record("placed")
+    record = replica_record("placed")
     assert record["node_id"] == target and record["host"]["load"]["tier"] == "dram"
     wait_for(lambda: _replicas("placed") == 0, 60, "placed to scale to zero")
     assert admin.delete("/v1/admin/models/placed").status_code == 200
@@ -141,19 +119,19 @@ def test_the_sleeper_limit_evicts_the_least_recently_used(
     node_a = _node_with_resource("node_a")
     for name in ("first", "second"):
         _register(admin, name, tiny_model_dir, **on_a)
-    evictions = _pool(node_a)["evictions"]
+    evictions = pool_status(node_a)["evictions"]
 
     def asleep() -> list[str]:
-        return [s["model"] for s in _pool(node_a)["sleeping"]]
+        return [s["model"] for s in pool_status(node_a)["sleeping"]]
 
     _ask(client, "first")
     wait_for(lambda: asleep() == ["first"], 90, "first asleep on node a")
     _ask(client, "second")
     wait_for(lambda: asleep() == ["second"], 90, "second asleep, first evicted")
-    assert _pool(node_a)["evictions"] == evictions + 1
+    assert pool_status(node_a)["evictions"] == evictions + 1
     # first was evicted: its next start builds an engine again; second's wakes.
     _ask(client, "first")
-    assert _record("first")["host"]["wakes"] == 0
+    assert replica_record("first")["host"]["wakes"] == 0
     wait_for(lambda: asleep() == ["first"], 90, "first asleep again, second evicted")
     for name in ("first", "second"):
         assert admin.delete(f"/v1/admin/models/{name}").status_code == 200
@@ -171,4 +149,4 @@ def test_a_node_removed_while_idle_keeps_registered_models(
     wait_for(lambda: len(admin.get("/status").json()["nodes"]) == 2, 60, "the manager to drop node b")
     assert [m["model"] for m in admin.get("/v1/admin/models").json()["data"]] == ["survivor"]
     _ask(client, "survivor")
-    assert _record("survivor")["node_id"] != node_b
+    assert replica_record("survivor")["node_id"] != node_b

@@ -8,16 +8,19 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-APP_NAME = "sllm"
+import support
+from support import APP_NAME
+
+__all__ = ["APP_NAME", "BASE_URL", "ENGINE_KWARGS", "deploy", "model_body"]
+
 BASE_URL = "http://127.0.0.1:8000"
 ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
-
-
-def model_body(name: str, model_dir: Path, **settings: object) -> dict:
-    """A model config for the tiny model: the suite's engine arguments plus ``settings``."""
-    return {"model": name, "model_source": str(model_dir), "engine_kwargs": ENGINE_KWARGS, **settings}
+# A model config for the tiny model with this suite's engine arguments (``engine_kwargs=``
+# replaces them).
+model_body = functools.partial(support.model_body, engine_kwargs=ENGINE_KWARGS)
 
 
 def app_config(model_dir: Path, data_dir: Path) -> dict:
@@ -51,23 +54,3 @@ def deploy(model_dir: Path, data_dir: Path, **overrides: object) -> None:
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     serve.run(build_app({**app_config(model_dir, data_dir), **overrides}), name=APP_NAME, route_prefix="/")
-
-
-def replica_states(model: str, app: str = APP_NAME) -> dict[str, int]:
-    """The model deployment's replicas by state, as Serve reports them."""
-    from ray import serve
-
-    from sllm_ray.names import model_app_name
-
-    status = serve.status().applications[model_app_name(app, model)].deployments[f"model:{model}"]
-    return {str(k): v for k, v in status.replica_states.items() if v}
-
-
-def replica_record(model: str, app: str = APP_NAME) -> dict:
-    """A replica's record of the model (``ModelServer.record``), its engine host's inside."""
-    from ray import serve
-
-    from sllm_ray.names import model_app_name
-
-    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(app, model))
-    return handle.record.remote().result()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from app_under_test import BASE_URL, deploy, replica_states
+from app_under_test import BASE_URL, deploy
+from support import replica_states
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import openai
 import pytest
 from app_under_test import APP_NAME, ENGINE_KWARGS, model_body
 from openai.types.chat import ChatCompletion
+from support import wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "extra_body": {"ignore_eos": True}}
 
@@ -68,10 +69,7 @@ def test_register_serve_update_and_delete(
     assert patched.json()["config"]["engine_kwargs"]["max_num_seqs"] == 8
     # The PATCH returns once Serve has the new version; the old replica serves until the
     # new one takes over.
-    deadline = time.monotonic() + 240
-    while _chat(client, "reg-a", max_tokens=2)[1] == replica:
-        assert time.monotonic() < deadline, "replicas were not rolled"
-        time.sleep(0.5)
+    wait_for(lambda: _chat(client, "reg-a", max_tokens=2)[1] != replica, 240, "the replicas to be rolled")
 
     # Delete: new requests get 404 at once, the one in flight finishes.
     stream = client.chat.completions.create(
@@ -81,13 +79,15 @@ def test_register_serve_update_and_delete(
     deleted: list[httpx.Response] = []
     deleter = threading.Thread(target=lambda: deleted.append(admin.delete("/v1/admin/models/reg-a")))
     deleter.start()
-    deadline = time.monotonic() + 30
-    while True:
+
+    def refused() -> bool:
         try:
             client.completions.create(model="reg-a", prompt="x", max_tokens=1)
         except openai.NotFoundError:
-            break
-        assert time.monotonic() < deadline, "deleted model still served"
+            return True
+        return False
+
+    wait_for(refused, 30, "the deleted model to be refused", interval_s=0)
     refused_at = time.monotonic()
     chunks += list(stream)
     finished_at = time.monotonic()

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from app_under_test import APP_NAME, model_body, replica_record
-from support import wait_for
+from app_under_test import model_body
+from support import APP_NAME, replica_record, store_status, wait_for
 
 MODEL = "cold"
 
@@ -81,17 +81,25 @@ def test_store_restarts_without_failing_requests(
 ) -> None:
     import ray
 
-    from sllm_ray.names import NAMESPACE, store_name
+    from sllm_ray.names import named_actor, store_name
 
     wait_for(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
     (node,) = [n["node_id"] for n in _nodes(admin)]
-    store = ray.get_actor(store_name(APP_NAME, node), namespace=NAMESPACE)
-    before = ray.get(store.status.remote())
-    ray.kill(store, no_restart=False)  # Ray restarts it
-    _ask(client)  # a cold start while the store is down or just back
-    load = _record()["host"]["load"]  # None: from the source, the store being away
-    assert load is None or load["tier"] in {"disk", "dram"}
-    # Back, with the disk tier it had, and the model prefetched again.
-    wait_for(lambda: ray.get(store.status.remote())["disk"] == before["disk"], 60, "the store to come back")
+    before = store_status(node)
+    assert before["origins"], before  # this store converted the suite's models from their source
+    ray.kill(named_actor(store_name(APP_NAME, node)), no_restart=False)  # Ray restarts it
+    _ask(client)  # a cold start while the store is down or just back: it is served
+    # A restarted store begins with an empty DRAM tier: the engine loaded from the source
+    # (no answer from the store in time, so no load report) or from disk, never from DRAM.
+    load = _record()["host"]["load"]
+    assert load is None or load["tier"] == "disk", load
+    # Back, with the disk tier it had; a new instance, which converted nothing itself ...
+    after = wait_for(
+        lambda: (status := store_status(node))["disk"] == before["disk"] and status,
+        60,
+        "the store to come back",
+    )
+    assert after["origins"] == {}, after
+    # ... and the model prefetched into DRAM again.
     wait_for(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
     assert admin.delete(f"/v1/admin/models/{MODEL}").status_code == 200

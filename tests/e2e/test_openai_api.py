@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
 import pytest
-from app_under_test import replica_record
+from support import replica_record, wait_for
 
 MODEL = "tiny"
 MESSAGES = [{"role": "user", "content": "Tell me about asyncio."}]
@@ -95,10 +94,12 @@ def test_a_client_that_goes_away_aborts_its_request(serve_app: str, client: open
         lines = r.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))
     # The host cancelled the request (which aborts it in vLLM) and serves the next one.
-    deadline = time.monotonic() + 20
-    while (after := replica_record(MODEL)["host"]["requests"])["aborted"] == before["aborted"]:
-        assert time.monotonic() < deadline, after
-        time.sleep(0.2)
+
+    def aborted() -> dict[str, int] | None:
+        requests = replica_record(MODEL)["host"]["requests"]
+        return requests if requests["aborted"] != before["aborted"] else None
+
+    after = wait_for(aborted, 20, "the host to abort the request", interval_s=0.2)
     assert after["aborted"] == before["aborted"] + 1
     reply = client.completions.create(model=MODEL, prompt="Once", max_tokens=4, extra_body=EXACT)
     assert reply.usage.completion_tokens == 4

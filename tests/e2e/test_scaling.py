@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import openai
-from app_under_test import replica_record
+from support import replica_record, wait_for
 
 
 def _chat(client: openai.OpenAI) -> None:
@@ -35,16 +35,10 @@ def test_scale_from_zero_then_back_to_zero_and_a_hot_start(
     assert built["wakes"] == 0
 
     # keep_alive_s=2 plus Serve's look-back window (11 s): gone well within 90 s.
-    deadline = time.monotonic() + 90
-    while replicas("tiny-ephemeral") and time.monotonic() < deadline:
-        time.sleep(1)
-    assert replicas("tiny-ephemeral") == {}
+    wait_for(lambda: replicas("tiny-ephemeral") == {}, 90, "tiny-ephemeral to scale to zero", interval_s=1)
 
     # Its engine went to sleep in the node's pool; the next replica wakes it, no build.
-    deadline = time.monotonic() + 30
-    while "tiny-ephemeral" not in _sleeping(admin):
-        assert time.monotonic() < deadline, admin.get("/status").json()
-        time.sleep(0.5)
+    wait_for(lambda: "tiny-ephemeral" in _sleeping(admin), 30, "its engine asleep in the pool")
     _chat(client)
     woken = replica_record("tiny-ephemeral")["host"]
     assert woken["host_id"] == built["host_id"] and woken["wakes"] == 1

@@ -39,7 +39,31 @@ def test_metric_names_are_prefixed_and_well_formed() -> None:
         assert name.endswith("_total") == (kind == "counter")
 
 
+def _export_ports() -> set[int]:
+    """The metrics export ports the cluster configs start Ray with, on every node."""
+    ports = set()
+    for name in ("ray-cluster.yaml", "ray-cluster.local.yaml"):
+        config = yaml.safe_load((REPO / "cluster" / name).read_text())
+        commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+        starts = [c for c in commands if "ray start" in c]
+        assert starts and all("--metrics-export-port=" in c for c in starts), name
+        ports |= {int(p) for c in starts for p in re.findall(r"--metrics-export-port=(\d+)", c)}
+    service = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    ports |= {int(group["rayStartParams"]["metrics-export-port"]) for group in groups}
+    return ports
+
+
 def test_the_prometheus_example_scrapes_rays_export() -> None:
+    from ray._private.ray_constants import PROMETHEUS_SERVICE_DISCOVERY_FILE
+
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
-    assert job["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
+    # The static target is the port every cluster config starts Ray's export on ...
+    targets = [t for group in job["static_configs"] for t in group["targets"]]
+    ports = _export_ports()
+    assert len(ports) == 1 and targets and {int(t.rsplit(":", 1)[1]) for t in targets} == ports
+    # ... and the discovered targets come from the file Ray's head writes in its temp dir.
+    (files,) = [sd["files"] for sd in job["file_sd_configs"]]
+    assert files == [f"/tmp/ray/{PROMETHEUS_SERVICE_DISCOVERY_FILE}"]
