@@ -29,11 +29,16 @@ def hf_folder(path: Path) -> Path:
     return path
 
 
+def new_store(tmp_path: Path, dram_bytes: int = 1 << 20) -> CheckpointStore:
+    """A store on this node, its tiers under ``tmp_path`` (what a restart finds again)."""
+    return CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), dram_bytes, {NODE})
+
+
 def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        store = new_store(tmp_path)
         assert store.locate("m", source) == CheckpointLocation(SOURCE)  # and preparing starts
         prepared = await store.prepare("m", source)
         assert prepared["tier"] == DRAM and prepared["bytes"] == 24 + 16  # 12 bytes padded to 8
@@ -50,7 +55,7 @@ def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
         assert status["disk"] == {checkpoint_key("m", source): 40}
 
         # A restarted store finds its disk tier again.
-        again = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        again = new_store(tmp_path)
         assert again.locate("m", source).tier == DISK
 
     asyncio.run(scenario())
@@ -60,7 +65,7 @@ def test_over_budget_stays_on_disk(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> dict:
-        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 8, {NODE})
+        store = new_store(tmp_path, dram_bytes=8)
         return await store.prepare("m", source)
 
     assert asyncio.run(scenario())["tier"] == DISK
@@ -95,7 +100,7 @@ def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_pa
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        store = new_store(tmp_path)
         await store.prepare("m", source, "vllm-x")
         weights = store.locate("m", source, "vllm-x").paths
         # No layout yet: the engine loads by name and is told where to write its layout.
@@ -118,17 +123,24 @@ def test_an_engine_layout_is_offered_for_writing_then_cached_in_its_place(tmp_pa
     asyncio.run(scenario())
 
 
+async def store_with_layout(store: CheckpointStore, source: str, tensors: dict) -> CheckpointLocation:
+    """The store's answer once an engine wrote ``tensors`` as model m's layout vllm-x and
+    its replica asked for it in DRAM."""
+    await store.prepare("m", source, "vllm-x")
+    weights = store.locate("m", source, "vllm-x").paths
+    assert save_layout(tensors, weights["layout_staging"], weights["layout_dir"], rank=0, world_size=1)
+    assert (await store.prepare("m", source, "vllm-x"))["key"].endswith(".vllm-x")
+    located = store.locate("m", source, "vllm-x")
+    assert located.tier == DRAM
+    return located
+
+
 def test_a_replaced_engine_layout_is_cached_again(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
-        await store.prepare("m", source, "vllm-x")
-        weights = store.locate("m", source, "vllm-x").paths
-        assert save_layout({"old": torch.zeros(4)}, weights["layout_staging"], weights["layout_dir"], 0, 1)
-        await store.prepare("m", source, "vllm-x")
-        stale = store.locate("m", source, "vllm-x")
-        assert stale.tier == DRAM
+        store = new_store(tmp_path)
+        stale = await store_with_layout(store, source, {"old": torch.zeros(4)})
         # An engine the stored layout does not fit writes its own over it ...
         staging, layout_dir = stale.paths["layout_staging"], stale.paths["layout_dir"]
         assert save_layout({"new": torch.ones(2)}, staging, layout_dir, 0, 1, replace=True)
@@ -149,7 +161,7 @@ def test_a_damaged_disk_copy_is_never_handed_out(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
     async def scenario() -> None:
-        store = CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), 1 << 20, {NODE})
+        store = new_store(tmp_path)
         located = store.locate("m", source)
         await store.prepare("m", source)
         located = store.locate("m", source)
