@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sllm_ray.engine.interface import DEFAULT_ENGINE
+
 # OpenAI model ids are free-form; we accept the characters Hugging Face ids use. "#" is
 # excluded because Serve reserves it in deployment names.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -361,7 +363,7 @@ class AppConfig(_Strict):
         "all: within it a node keeps as many ready hosts as its recent cold starts need.",
     )
     engine_cls: str = Field(
-        "sllm_ray.engine.openai_engine:OpenAIEngine",
+        DEFAULT_ENGINE,
         description="The engine engine hosts build, as module:Class (tests inject a fake one).",
     )
     store_dram_bytes: int = Field(

@@ -9,22 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-APP = "fake"
-PREFIX = "/fake"
-BASE_URL = f"http://127.0.0.1:8000{PREFIX}"
-FAKE = "sllm_ray.testing.fake_engine:FakeEngine"
-FAST = {"keep_alive_s": 1, "look_back_period_s": 2}
-
-
-def fake_model(name: str, model_dir: Path, **settings: object) -> dict:
-    return {
-        "model": name,
-        "model_source": str(model_dir),
-        "engine_kwargs": {"max_model_len": 512},
-        "resources": {"num_cpus": 0.25},
-        **settings,
-    }
+from fake_app import APP, BASE_URL, FAKE, PREFIX, fake_model
 
 
 @pytest.fixture(scope="session")

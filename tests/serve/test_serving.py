@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import APP, FAST, fake_model
+from fake_app import APP, FAST, fake_model
 from support import wait_for
 
 from sllm_ray.names import model_app_name
