@@ -83,7 +83,7 @@ def test_claimed_hosts_serve_and_are_replaced_at_once() -> None:
         )
         assert len({lease.pid for lease in leases}) == 3 and not any(lease.asleep for lease in leases)
         # The burst raised the pool's target: three ready hosts again, forked in the background.
-        await _until(lambda: pool.status()["free"] == 3)
+        await _until(lambda: pool.status()["free"] >= 3)
         client = await _start(leases[0], "m0")
         items = [
             item async for item in client.generate(Endpoint.COMPLETIONS, {"prompt": "hi", "max_tokens": 2})
