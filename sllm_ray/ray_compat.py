@@ -7,6 +7,7 @@ there first. Public Ray APIs are used directly everywhere else.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import ray
@@ -46,3 +47,25 @@ def join_placement_group(gcs_address: str | None, group_id: str) -> Any:
     if not ray.is_initialized():
         ray.init(address=gcs_address or "auto", log_to_driver=False)
     return PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
+
+
+_ROUTER_PICKLING = threading.RLock()
+
+
+def serialize_request_routers_one_at_a_time() -> None:
+    """Serve pickles a deployment's request router (its default one too) by registering and
+    unregistering the router's module in cloudpickle's process-wide by-value registry
+    (``RequestRouterConfig._serialize_request_router_cls``): two deployments built at once
+    in one process break each other's registration. One lock around it, per process."""
+    from ray.serve.config import RequestRouterConfig
+
+    original = RequestRouterConfig._serialize_request_router_cls
+    if getattr(original, "one_at_a_time", False):
+        return
+
+    def serialize(self: Any) -> None:
+        with _ROUTER_PICKLING:
+            original(self)
+
+    serialize.one_at_a_time = True  # type: ignore[attr-defined]
+    RequestRouterConfig._serialize_request_router_cls = serialize  # type: ignore[method-assign]
