@@ -247,18 +247,10 @@ class ModelManager:
         """``serve.run`` the model's application, its replicas steered to the best of
         ``estimates`` when the model can be steered."""
         preferred = estimates[0].node_id if estimates and _steerable(config) else None
-
-        def run() -> None:
-            # Building a deployment pickles its request router with cloudpickle's
-            # process-wide by-value registry, which Serve registers and unregisters
-            # around each dump: two builds at once (one in a thread, one here) break each
-            # other. So every build runs in the thread that deploys, one at a time.
-            app = build_model_deployment(config, self._owner, preferred)
-            target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
-            serve.run_many([target], wait_for_applications_running=False)
-
+        app = build_model_deployment(config, self._owner, preferred)
+        target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
-            await asyncio.to_thread(run)
+            await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
         self._preferred[config.model] = preferred
         logger.info(
             "deployed model %s (engine %s); placement: %s",

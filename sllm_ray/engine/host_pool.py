@@ -53,7 +53,7 @@ CALL_TIMEOUT_S = 30.0
 # in-process only when vLLM's multiprocessing is off (it affects nothing else in AsyncLLM).
 HOST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
-READY, SERVING, ASLEEP = "ready", "serving", "asleep"
+READY, SERVING, ASLEEP, EXITING = "ready", "serving", "asleep", "exiting"
 
 
 @dataclass
@@ -287,7 +287,7 @@ class HostPool:
     def _exit(self, host: _Host) -> None:
         """Ask the host to exit; kill it when it does not within the call timeout."""
         self._sleeping.pop(host.host_id, None)
-        host.state = "exiting"
+        host.state = EXITING
 
         async def stop() -> None:
             try:

@@ -41,6 +41,14 @@ async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def _asleep(pool: HostPool) -> list[str]:
+    return [s["model"] for s in pool.status()["sleeping"]]
+
+
+def _pids(pool: HostPool) -> list[int]:
+    return [h["pid"] for h in pool.status()["hosts"]]
+
+
 class Replica:
     """A stand-in replica: a real process (its pid is what the pool watches)."""
 
@@ -102,7 +110,7 @@ def test_a_gone_replica_puts_its_engine_to_sleep_and_the_next_one_wakes_it() -> 
         lease = await pool.claim("r1", first.process.pid, "fp-a")
         (await _start(lease, "a")).close()
         first.kill()  # the pool notices through the pid and parks the engine
-        await _until(lambda: [s["model"] for s in pool.status()["sleeping"]] == ["a"])
+        await _until(lambda: _asleep(pool) == ["a"])
         second = Replica()
         hot = await pool.claim("r2", second.process.pid, "fp-a")
         assert hot.asleep and hot.pid == lease.pid and pool.status()["hot_claims"] == 1
@@ -124,18 +132,18 @@ def test_sleepers_over_the_limit_exit_least_recently_used_first() -> None:
             (await _start(lease, model)).close()
             pids[model] = lease.pid
             replica.kill()
-            await _until(lambda m=model: m in [s["model"] for s in pool.status()["sleeping"]])
-        assert [s["model"] for s in pool.status()["sleeping"]] == ["b", "c"]
-        await _until(lambda: pids["a"] not in [h["pid"] for h in pool.status()["hosts"]])
+            await _until(lambda m=model: m in _asleep(pool))
+        assert _asleep(pool) == ["b", "c"]
+        await _until(lambda: pids["a"] not in _pids(pool))
         assert pool.status()["evictions"] == 1
         pool.forget("b")  # deleted: its sleeper exits, and a late retiree is turned away
-        await _until(lambda: [s["model"] for s in pool.status()["sleeping"]] == ["c"])
+        await _until(lambda: _asleep(pool) == ["c"])
         late = Replica()
         lease = await pool.claim("r-late", late.process.pid, "fp-b")
         assert not lease.asleep
         (await _start(lease, "b")).close()
         await pool.retire(lease.host_id)
-        await _until(lambda: lease.pid not in [h["pid"] for h in pool.status()["hosts"]])
+        await _until(lambda: lease.pid not in _pids(pool))
         late.kill()
 
     _run(scenario)
@@ -151,10 +159,10 @@ def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> Non
             await client.call("start", spec=spec.to_json())
         client.close()
         pool.discard(lease.host_id)
-        await _until(lambda: lease.pid not in [h["pid"] for h in pool.status()["hosts"]])
+        await _until(lambda: lease.pid not in _pids(pool))
         ready = next(h for h in pool.status()["hosts"] if h["state"] == "ready")
         os.kill(ready["pid"], signal.SIGKILL)  # an idle host dies: replaced, never handed out
-        await _until(lambda: ready["pid"] not in [h["pid"] for h in pool.status()["hosts"]])
+        await _until(lambda: ready["pid"] not in _pids(pool))
         await _until(lambda: pool.status()["free"] == 1)
         replica.kill()
 
