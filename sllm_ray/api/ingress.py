@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 1.0
 # Last-use reports to the manager are sent at most this often per model.
 TOUCH_S = 1.0
+# How often a request retries a model whose deployment Serve has not taken yet.
+UNAVAILABLE_RETRY_S = 0.1
 # How long GET /ready waits for the model manager (busy or still starting: not ready).
 READY_TIMEOUT_S = 5.0
 REPLICA_HEADER = "x-sllm-replica"
@@ -139,6 +141,7 @@ class OpenAIIngress:
         # and an event per model that wakes the requests waiting for it on a new failure.
         self._failures: dict[str, StartFailure] = {}
         self._failed: dict[str, asyncio.Event] = {}
+        self._routing_seq = 0  # of the routing snapshot applied last
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
             logger.warning(
@@ -155,7 +158,10 @@ class OpenAIIngress:
         return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
 
     async def _refresh(self) -> None:
-        models, failures = await self._manager.routing.remote()
+        seq, models, failures = await self._manager.routing.remote()
+        if seq < self._routing_seq:  # overtaken by a newer one (refreshes overlap)
+            return
+        self._routing_seq = seq
         self._directory.sync(models)
         self._note_failures(failures)
 
@@ -196,15 +202,17 @@ class OpenAIIngress:
                 raise self._start_failed(model)
 
     async def _accepted(
-        self, config: ModelConfig, events: DeploymentResponseGenerator, wait_s: float
+        self, config: ModelConfig, events: DeploymentResponseGenerator, wait_s: float, deadline: float
     ) -> Accepted | ResponseHead | str:
-        """The reply's first message, within the wait bound; a failed start of the model
-        meanwhile ends the wait at once with its cause. Either way the Serve call is
-        cancelled (it leaves Serve's queue)."""
+        """The reply's first message, by ``deadline`` (the wait bound, ``wait_s``, from the
+        request's arrival); a failed start of the model meanwhile ends the wait at once
+        with its cause. Either way the Serve call is cancelled (it leaves Serve's queue)."""
         first = asyncio.ensure_future(events.__anext__())
         failed = asyncio.ensure_future(self._failed.setdefault(config.model, asyncio.Event()).wait())
         try:
-            await asyncio.wait({first, failed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {first, failed}, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             failed.cancel()
             if not first.done():
@@ -245,29 +253,28 @@ class OpenAIIngress:
         config, _ = await self._resolve(body)
         log.model = config.model
         body = apply_max_tokens_limit(body, config.max_tokens_limit)
-        await self._gate(config.model)
-        _, handle = self._directory.get(config.model)  # a new one after a failed start
         self._touch(config.model)
-        events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(endpoint, body)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
+        deadline = time.monotonic() + wait_s
         retry_after = self._config.retry_after_s
         self._waiting[config.model] = self._waiting.get(config.model, 0) + 1
         metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         try:
-            accepted = await self._accepted(config, events, wait_s)
+            while True:
+                await self._gate(config.model)
+                _, handle = self._directory.get(config.model)  # a new one after a failed start
+                events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(
+                    endpoint, body
+                )
+                try:
+                    accepted = await self._accepted(config, events, wait_s, deadline)
+                    break
+                except DeploymentUnavailableError:
+                    await self._unavailable(config.model, deadline)
         except BackPressureError:
             raise TooManyRequestsError(
                 f"model `{config.model}` has {config.max_queued_requests} requests waiting; retry later",
                 retry_after,
-            ) from None
-        except DeploymentUnavailableError:
-            # Serve gave up on the model's application, or it was just removed after a
-            # failed start this ingress has not heard of yet.
-            await self._refresh()
-            if config.model in self._failures:
-                raise self._start_failed(config.model) from None
-            raise ServiceUnavailableError(
-                f"model `{config.model}` is not available; retry later", retry_after
             ) from None
         finally:
             self._waiting[config.model] -= 1
@@ -276,6 +283,19 @@ class OpenAIIngress:
         log.start_kind = accepted.start_kind
         head = accepted.head or await events.__anext__()
         return _Reply(accepted.replica, head, events, log)
+
+    async def _unavailable(self, model: str, deadline: float) -> None:
+        """Serve has no deployment for the model's handle: its application was removed
+        after a failed start this ingress has not heard of yet (the cause, at once), or it
+        is not there yet (registered or fixed a moment ago: try again, within the wait)."""
+        await self._refresh()
+        if model in self._failures:
+            raise self._start_failed(model)
+        if time.monotonic() + UNAVAILABLE_RETRY_S > deadline:
+            raise ServiceUnavailableError(
+                f"model `{model}` is not available; retry later", self._config.retry_after_s
+            )
+        await asyncio.sleep(UNAVAILABLE_RETRY_S)
 
     async def _accounted(self, endpoint: Endpoint, body: dict[str, Any] | Request) -> _Reply:
         """Forward a generation request (an HTTP one's body parsed here), accounting for it
@@ -368,22 +388,22 @@ class OpenAIIngress:
 
     # Admin HTTP API.
 
-    def _routable(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Route to the model as just stored, at once (not at the next refresh); a failed
-        start is over (the manager cleared it and deployed the model again)."""
-        self._directory.put(ModelConfig.model_validate(record["config"]))
-        self._failures.pop(record["model"], None)
-        return record
+    async def _changed(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """Route by the registry as the admin call left it, before answering it (not at the
+        next poll): a model registered, fixed (its failed start cleared) or deleted. The
+        snapshot is newer than any poll still on its way, which is then dropped."""
+        await self._refresh()
+        return reply
 
     async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._routable(unwrap(await self._manager.register.remote(body)))
+        return await self._changed(unwrap(await self._manager.register.remote(body)))
 
     async def _update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self._routable(unwrap(await self._manager.update.remote(name, patch)))
+        return await self._changed(unwrap(await self._manager.update.remote(name, patch)))
 
     async def _delete(self, name: str) -> dict[str, Any]:
         self._directory.remove(name)  # new requests get 404 from now on
-        return unwrap(await self._manager.delete.remote(name))
+        return await self._changed(unwrap(await self._manager.delete.remote(name)))
 
     async def _describe(self, name: str | None = None) -> list[dict[str, Any]]:
         return unwrap(await self._manager.describe.remote(name))

@@ -57,9 +57,6 @@ class ModelDirectory(Generic[H]):
         self._models = {m.model: m for m in models}
         self._handles = {n: h for n, h in self._handles.items() if n in self._models}
 
-    def put(self, model: ModelConfig) -> None:
-        self._models[model.model] = model
-
     def remove(self, name: str) -> None:
         self._models.pop(name, None)
         self._handles.pop(name, None)

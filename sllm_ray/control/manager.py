@@ -68,6 +68,10 @@ NODE_SYNC_S = 5.0
 POOL_REPORT_S = 2.0
 # A replica's start error is kept (and sent to clients) up to this length.
 MAX_ERROR_CHARS = 4000
+# Serve applies a deploy in its next control-loop pass, so a status read this soon after
+# one may still show the previous version's DEPLOY_FAILED. Serve gives up only after
+# several failed replica starts (seconds), so waiting this long delays no real failure.
+SERVE_SETTLE_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -160,6 +164,10 @@ class ModelManager:
         # Model -> the config its replicas are built with (engine memory derived), as
         # deployed: a replica's failed start names its fingerprint.
         self._deployed: dict[str, ModelConfig] = {}
+        # Model -> when it was last handed to Serve (monotonic).
+        self._deployed_at: dict[str, float] = {}
+        # Numbers the routing snapshots, so the ingress can drop one older than what it has.
+        self._routing_seq = 0
         self._failures = StartFailures(
             config.failed_start_backoff_s,
             config.failed_start_backoff_max_s,
@@ -240,6 +248,7 @@ class ModelManager:
         engine = self._engine_config(config)
         self._failures.begin(config.model, engine.engine_fingerprint())
         self._deployed[config.model] = engine
+        self._deployed_at[config.model] = time.monotonic()
         self._nodes.prepare(engine)
         await self._run_app(engine, self._nodes.placement(engine))
 
@@ -321,6 +330,7 @@ class ModelManager:
                 await self._nodes.refresh()
                 records = self._registry.list()
                 self._registry.set_placements({r.name: self._nodes.tiers(r.config) for r in records})
+                polled_at = time.monotonic()
                 apps = (await asyncio.to_thread(serve.status)).applications
                 self._nodes.record_metrics()
                 for record in records:
@@ -328,7 +338,7 @@ class ModelManager:
                     metrics.set_gauge("sllm_running_replicas", {"model": record.name}, running)
                     if running:
                         self._failures.started(record.name)
-                    self._check_serve_gave_up(record, apps)
+                    self._check_serve_gave_up(record, apps, polled_at)
                 await self._steer(records, apps)
             except Exception:
                 logger.exception("could not sync the per-node services")
@@ -376,13 +386,17 @@ class ModelManager:
             return
         self._record_failure(model, fingerprint, message)
 
-    def _check_serve_gave_up(self, record: ModelRecord, apps: dict[str, Any]) -> None:
+    def _check_serve_gave_up(self, record: ModelRecord, apps: dict[str, Any], polled_at: float) -> None:
         """Serve gives up on a deployment whose replicas failed to start several times in a
         row for a reason no replica reported (an import error, a lost engine host): the
-        same failure, named by the last line of Serve's message (the exception)."""
+        same failure, named by the last line of Serve's message (the exception). ``apps``
+        was read at ``polled_at``: a status from before the model's last deploy (a PATCH
+        that fixed it, meanwhile) is about the previous version."""
         engine = self._deployed.get(record.name)
         failure = self._failures.get(record.name)
         if engine is None or (failure is not None and not failure.retrying):
+            return
+        if polled_at < self._deployed_at.get(record.name, 0.0) + SERVE_SETTLE_S:
             return
         app = apps.get(self._app(record.name))
         deployment = app.deployments.get(record.config.deployment_name) if app else None
@@ -477,6 +491,7 @@ class ModelManager:
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
         self._deployed.pop(name, None)
+        self._deployed_at.pop(name, None)
         self._failures.clear(name)
         await self._stopped(name)
         await self._delete_app(self._app(name))
@@ -501,13 +516,15 @@ class ModelManager:
             raise ModelNotFoundError(name)
         return record
 
-    async def routing(self) -> tuple[list[ModelConfig], dict[str, StartFailure]]:
-        """What the ingress routes by (it polls this each second): the models requests may
-        go to, once the restored ones are deployed (so an ingress never routes to an
-        application that is not there yet), and the models that failed to start."""
+    async def routing(self) -> tuple[int, list[ModelConfig], dict[str, StartFailure]]:
+        """What the ingress routes by (it polls this each second): the snapshot's number
+        (they increase), the models requests may go to, once the restored ones are
+        deployed (so an ingress never routes to an application that is not there yet), and
+        the models that failed to start."""
         await self.ready()
+        self._routing_seq += 1
         models = [r.config for r in self._registry.list() if r.state != DELETING]
-        return models, self._failures.all()
+        return self._routing_seq, models, self._failures.all()
 
     async def touch(self, name: str) -> None:
         self._last_used[name] = time.time()

@@ -63,7 +63,7 @@ def test_handles_are_made_once_and_dropped_with_their_model() -> None:
     directory.remove("a")
     with pytest.raises(ModelNotFoundError):
         directory.get("a")
-    directory.put(MODELS[0])
+    directory.sync(MODELS)
     assert directory.get("a")[1] == "handle-a#2"
     directory.sync(MODELS[1:])
     assert "a" not in directory and "org/b" in directory
