@@ -109,6 +109,7 @@ class OpenAIEngine:
             self.phases[phase] = now - mark
             mark = now
 
+        vc.cache_model_info(self._engine_args.model)
         vllm_config = self._engine_args.create_engine_config(usage_context=vc.UsageContext.OPENAI_API_SERVER)
         if self._placement_group is not None:  # untested on GPUs
             vllm_config.parallel_config.placement_group = self._placement_group

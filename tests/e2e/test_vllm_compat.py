@@ -1,0 +1,46 @@
+"""What sllm_ray takes from vLLM, checked against the installed vLLM (imports it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sllm_ray.store.locate import LAYOUT_ARGS
+
+
+def test_layout_args_are_the_weight_shaping_arguments_vllm_derives() -> None:
+    from sllm_ray.engine import vllm_compat as vc
+
+    derived = vc.weight_shaping_engine_args()
+    # Written out in store/locate.py for processes without vLLM: the same list.
+    assert derived == LAYOUT_ARGS
+    # The arguments that everyone agrees shape weights are among them, the cache and
+    # scheduling ones are not.
+    assert {"dtype", "quantization", "tensor_parallel_size", "pipeline_parallel_size"} <= set(derived)
+    assert not {"max_model_len", "kv_cache_memory_bytes", "enforce_eager", "max_num_seqs"} & set(derived)
+
+
+def test_an_architecture_new_to_the_machine_is_inspected_in_process(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's own inspection of a model class it has no cached info for runs a subprocess
+    that imports vLLM again (about 20 s); after ``cache_model_info`` it needs none."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.models import registry
+
+    from sllm_ray.engine import vllm_compat as vc
+
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path))
+    registry._try_inspect_model_cls.cache_clear()
+
+    def no_subprocess(_: object) -> None:
+        raise AssertionError("vLLM inspected the model class in a subprocess")
+
+    monkeypatch.setattr(registry, "_run_in_subprocess", no_subprocess)
+    vc.cache_model_info(str(tiny_model_dir))
+    assert [p.name for p in (tmp_path / "modelinfos").iterdir()] == [
+        "vllm-model_executor-models-llama-LlamaForCausalLM.json"
+    ]
+    args = EngineArgs(model=str(tiny_model_dir), max_model_len=256, kv_cache_memory_bytes=2**24)
+    assert args.create_engine_config().model_config.architectures == ["LlamaForCausalLM"]
