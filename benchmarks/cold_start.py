@@ -39,7 +39,17 @@ from common import REPO, emit, plain_app, replica_count, wait_for
 
 MODEL = "tiny"
 HOT_MODEL = "tiny-hot"  # the same model, its engine kept asleep when it goes back to zero
-ENGINE_KWARGS = {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2}
+# --engine: the demo's engine arguments (configs/serve.yaml), or those of the plain Ray
+# Serve LLM baseline the issue tracker compares with (bf16, 256 tokens, a 1 GiB KV cache).
+ENGINES = {
+    "demo": {"max_model_len": 512, "enforce_eager": True, "kv_cache_memory_bytes": 64 * 1024**2},
+    "serve-llm": {
+        "dtype": "bfloat16",
+        "max_model_len": 256,
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 1024**3,
+    },
+}
 BODY = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 8, "stream": True}
 
 
@@ -76,7 +86,7 @@ def first_token(stream: Any) -> float:
 
 
 def _phases(t0: float, marks: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: (round(v - t0, 3) if v else None) for k, v in marks.items()}
+    return {k: (round(v - t0, 3) if v is not None else None) for k, v in marks.items()}
 
 
 def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any]:
@@ -90,6 +100,8 @@ def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any
     host = record["host"]
     marks = {
         "demand_seen": demand_seen_at(model_app, f"model:{MODEL}", t0),
+        # Before 0 (the request): the replica took a Ray worker started ahead of demand.
+        "worker_started": record["worker_started_at"],
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
         "engine_build_started": host["engine_started_at"],
@@ -117,6 +129,7 @@ def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
     record = serve.get_deployment_handle(deployment, app_name=model_app).record.remote().result()
     marks = {
         "demand_seen": demand_seen_at(model_app, deployment, t0),
+        "worker_started": record["worker_started_at"],
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
         "engine_woken": record["host"]["woke_at"],
@@ -195,7 +208,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "model": name,
                 "model_source": str(model_dir),
-                "engine_kwargs": ENGINE_KWARGS,
+                "engine_kwargs": ENGINES[args.engine],
                 "autoscaling": keep_alive,
                 "keep_asleep": name == HOT_MODEL,
             }
@@ -222,10 +235,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     wait_for(lambda: pool_ready() and in_dram(), 180, "the engine host pool and the DRAM tier")
 
     baseline = serve.run(
-        plain_app(MODEL, model_dir, ENGINE_KWARGS), name="baseline", route_prefix="/baseline"
+        plain_app(MODEL, model_dir, ENGINES[args.engine]), name="baseline", route_prefix="/baseline"
     )
 
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "model": str(model_dir)}
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "model": str(model_dir),
+        "engine": args.engine,
+        "engine_kwargs": ENGINES[args.engine],
+    }
     sllm_runs = [cold_run_sllm(sllm, model_app, pool_ready) for _ in range(args.runs)]
     print(f"sllm_ray cold runs: {[r['ttft_s'] for r in sllm_runs]}", file=sys.stderr)
     wait_for(pool_ready, 120, "a prepared engine host")
@@ -280,7 +298,14 @@ def table(result: dict[str, Any]) -> str:
     rows.append(
         ("warm_ttft_via_ingress_p50_s", str(result["sllm_ray"]["warm_ttft_via_ingress_p50_s"]), "-", "-")
     )
-    phases = ("demand_seen", "replica_scheduled", "host_claimed", "engine_build_started", "weights_loaded")
+    phases = (
+        "demand_seen",
+        "worker_started",
+        "replica_scheduled",
+        "host_claimed",
+        "engine_build_started",
+        "weights_loaded",
+    )
     for phase in (*phases, "engine_woken", "engine_ready"):
         rows.append(
             (f"p50 {phase} at (s)", *(str(result[side]["phases_p50_s"].get(phase, "-")) for side in sides))
@@ -295,6 +320,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5, help="cold starts per system (at least 2)")
     parser.add_argument("--warm", type=int, default=50, help="warm requests per system")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "tiny-llama")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="demo", help="engine arguments")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args()

@@ -362,6 +362,13 @@ class AppConfig(_Strict):
         description="Memory (unique set size) the prepared, idle engine hosts of a node may hold in "
         "all: within it a node keeps as many ready hosts as its recent cold starts need.",
     )
+    replica_workers_per_node: int = Field(
+        1,
+        ge=0,
+        description="Ray worker processes kept started on each node, Serve's replica code imported, "
+        "for the next model replicas: a scale from zero then skips Ray's worker start (about 2 s on "
+        "2 cores). Each replica start adds one more for a while (a burst's next one).",
+    )
     engine_cls: str = Field(
         DEFAULT_ENGINE,
         description="The engine engine hosts build, as module:Class (tests inject a fake one).",

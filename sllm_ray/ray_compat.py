@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import ray
+from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:
@@ -69,3 +70,52 @@ def serialize_request_routers_one_at_a_time() -> None:
 
     serialize.one_at_a_time = True  # type: ignore[attr-defined]
     RequestRouterConfig._serialize_request_router_cls = serialize  # type: ignore[method-assign]
+
+
+# The module a Serve replica's worker imports to run it (most of a replica's start).
+SERVE_REPLICA_MODULE = "ray.serve._private.replica"
+# A worker whose runtime environment sets this variable ("module.function") calls that
+# function once it has started, before it takes work: Ray's ``worker_process_setup_hook``
+# as Ray writes it for workers (the runtime-env field itself is read only at ``ray.init``).
+WORKER_SETUP_HOOK_ENV_VAR = WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+
+_raylets: dict[str, Any] = {}  # node id -> the raylet's gRPC stub
+
+
+def _raylet(node_id: str) -> Any:
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2_grpc
+
+    if node_id not in _raylets:
+        node = next(n for n in ray.nodes() if n["NodeID"] == node_id and n["Alive"])
+        address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        channel = init_grpc_channel(address, asynchronous=True)
+        _raylets[node_id] = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+    return _raylets[node_id]
+
+
+async def prestart_workers(
+    node_id: str, job_id: str, serialized_runtime_env: str, count: int, keep_alive_s: int
+) -> None:
+    """Have ``node_id``'s raylet start ``count`` idle Python workers of job ``job_id`` (hex)
+    with that runtime environment, kept from idle killing for ``keep_alive_s`` (the raylet's
+    ``PrestartWorkers`` RPC; Ray has no public API for it). An actor of that job and
+    environment created on the node takes one instead of waiting for a worker process.
+    The raylet starts at most as many at once as it may start workers concurrently (its
+    CPUs) and drops the rest."""
+    from ray.core.generated import common_pb2, node_manager_pb2, runtime_environment_pb2
+
+    request = node_manager_pb2.PrestartWorkersRequest(
+        language=common_pb2.PYTHON,
+        job_id=bytes.fromhex(job_id),
+        runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(
+            serialized_runtime_env=serialized_runtime_env
+        ),
+        keep_alive_duration_secs=keep_alive_s,
+        num_workers=count,
+    )
+    try:
+        await _raylet(node_id).PrestartWorkers(request, timeout=5)
+    except Exception:
+        _raylets.pop(node_id, None)  # a restarted raylet has a new port
+        raise

@@ -111,6 +111,9 @@ class NodeServices:
             self._reports.pop(node_id, None)
             self._pools.pop(node_id, None)
 
+    def node_ids(self) -> list[str]:
+        return list(self._nodes)
+
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model, in the background, on ``store_prefetch_nodes``
         nodes (default: all)."""

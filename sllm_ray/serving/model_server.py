@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psutil
 import ray
 from ray import serve
 from ray.serve import Application
@@ -32,6 +33,7 @@ from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
+from sllm_ray.serving import replica_workers
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,13 @@ class ModelServer:
     """Serve replica body for one model."""
 
     async def __init__(self, owner_app: str, config: ModelConfig) -> None:
-        self._timeline: dict[str, float] = {"replica_started_at": time.time()}
+        self._timeline: dict[str, float] = {
+            "replica_started_at": time.time(),
+            # Before the request that scaled the model up: a worker started ahead of demand.
+            "worker_started_at": psutil.Process().create_time(),
+        }
+        if replica_workers.prepared_at is not None:
+            self._timeline["worker_prepared_at"] = replica_workers.prepared_at
         configure_logging()
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._owner_app = owner_app
@@ -116,6 +124,8 @@ class ModelServer:
                 layout = engine_layout(config.engine_kwargs)
                 prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
+        # After the engine, not beside it: a worker's start would compete for the CPU.
+        self._replacing = asyncio.get_running_loop().create_task(replica_workers.replace_own_worker())
 
     async def _spec(self) -> EngineSpec:
         """The engine to build, its weights where this node's store has them."""
@@ -234,6 +244,7 @@ def build_model_deployment(
     elif preferred_node is not None:
         actor_options["label_selector"] = {NODE_ID_LABEL: preferred_node}
         actor_options["fallback_strategy"] = [{"label_selector": {}}]
+    actor_options["runtime_env"] = replica_workers.RUNTIME_ENV  # a worker started ahead of demand
     deployment = serve.deployment(ModelServer).options(
         name=config.deployment_name,
         version=config.engine_fingerprint(),

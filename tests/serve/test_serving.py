@@ -76,6 +76,19 @@ def test_pools_are_ready_and_hosts_are_forked_processes(fake_admin: httpx.Client
     assert hosts and all(h["pid"] != pool["launcher"]["pid"] for h in hosts)
 
 
+def test_a_cold_replica_runs_in_a_worker_started_ahead_of_demand(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    _register(fake_admin, fake_model("early", tiny_model_dir, autoscaling=FAST))
+    sent = time.time()
+    _stream(fake_client, "early")
+    record = _record("early")
+    # Ray's worker start and Serve's replica imports happened before the demand.
+    assert record["worker_started_at"] < sent, (record, sent)
+    assert record["worker_prepared_at"] < sent, (record, sent)
+    assert fake_admin.delete("/v1/admin/models/early").status_code == 200
+
+
 def test_a_burst_of_cold_models_all_answer(
     fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
 ) -> None:

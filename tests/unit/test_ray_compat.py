@@ -3,6 +3,7 @@ checked against the installed Ray without starting it: an upgrade that moves one
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 
 import pytest
@@ -52,3 +53,20 @@ def test_a_placement_group_id_round_trips_through_json() -> None:
     assert isinstance(hex_id, str)
     # What join_placement_group rebuilds in the engine host.
     assert PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id))).id == group.id
+
+
+def test_the_raylet_prestarts_workers_of_a_job_and_runtime_env_on_request() -> None:
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+    fields = {f.name for f in node_manager_pb2.PrestartWorkersRequest.DESCRIPTOR.fields}
+    assert {"language", "job_id", "runtime_env_info", "keep_alive_duration_secs", "num_workers"} <= fields
+    assert "PrestartWorkers" in inspect.getsource(node_manager_pb2_grpc.NodeManagerServiceStub)
+
+
+def test_a_worker_runs_the_setup_hook_its_runtime_env_names() -> None:
+    from ray._private.workers import default_worker
+
+    source = inspect.getsource(default_worker)
+    assert "WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in source and "load_and_execute_setup_hook(" in source
+    assert ray_compat.WORKER_SETUP_HOOK_ENV_VAR == "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+    assert importlib.util.find_spec(ray_compat.SERVE_REPLICA_MODULE) is not None
