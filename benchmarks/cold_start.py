@@ -53,23 +53,36 @@ ENGINES = {
 BODY = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 8, "stream": True}
 
 
-def demand_seen_at(app: str, deployment: str, after: float) -> float | None:
-    """When Serve's autoscaler decided to scale the deployment up from zero, after
-    ``after``: read from the controller's log (polling Serve from here would load the
+# What Serve's controller logs at each step of a scale from zero, for a deployment.
+CONTROLLER_EVENTS = {
+    "demand_seen": "Upscaling Deployment(name='{deployment}', app='{app}') from 0 to",
+    "replica_added": "Adding 1 replica to Deployment(name='{deployment}', app='{app}')",
+    # Its constructor and first health check done: the controller routes to it from now on.
+    "replica_running": "deployment='{deployment}', app='{app}') started successfully",
+}
+
+
+def controller_events(app: str, deployment: str, after: float) -> dict[str, float | None]:
+    """When Serve's controller logged each of ``CONTROLLER_EVENTS`` for the deployment,
+    first after ``after``: read from its log (polling Serve from here would load the
     controller on a small machine and slow what is measured)."""
     import ray
 
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
-    needle = f"Upscaling Deployment(name='{deployment}', app='{app}') from 0 to"
-    for path in logs.glob("controller_*.log"):
-        for line in path.read_text().splitlines():
-            if needle in line:
-                stamp = " ".join(line.split()[1:3])  # "2026-11-23 09:47:06,574"
-                day, ms = stamp.split(",")
-                at = time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
-                if at >= after - 0.001:
-                    return at
-    return None
+    found: dict[str, float | None] = dict.fromkeys(CONTROLLER_EVENTS)
+    lines = [line for path in logs.glob("controller_*.log") for line in path.read_text().splitlines()]
+    for event, pattern in CONTROLLER_EVENTS.items():
+        needle = pattern.format(app=app, deployment=deployment)
+        for line in lines:
+            if needle not in line:
+                continue
+            stamp = " ".join(line.split()[1:3])  # "2026-11-23 09:47:06,574"
+            day, ms = stamp.split(",")
+            at = time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+            if at >= after - 0.001:
+                found[event] = at
+                break
+    return found
 
 
 def first_token(stream: Any) -> float:
@@ -98,20 +111,24 @@ def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any
     ttft = first_token(handle.options(stream=True).completions.remote(BODY))
     record = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app).record.remote().result()
     host = record["host"]
+    serve_events = controller_events(model_app, f"model:{MODEL}", t0)
     marks = {
-        "demand_seen": demand_seen_at(model_app, f"model:{MODEL}", t0),
+        "demand_seen": serve_events["demand_seen"],
+        "replica_added": serve_events["replica_added"],
         # Before 0 (the request): the replica took a Ray worker started ahead of demand.
         "worker_started": record["worker_started_at"],
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
         "engine_build_started": host["engine_started_at"],
-        "weights_loaded": host.get("weights_loaded_at"),
+        "weights_loaded": host["load"]["finished_at"] if host["load"] else None,
         "engine_ready": record["engine_ready_at"],
+        "replica_running": serve_events["replica_running"],
+        "request_routed": record.get("first_request_at"),
     }
     build = {k: round(v, 3) for k, v in host["phases"].items()}
     return {
         "ttft_s": round(ttft, 3),
-        "tier": host["tier"],
+        "tier": host["load"]["tier"] if host["load"] else "source",
         "phases": _phases(t0, marks),
         "engine_build_s": build,
     }
@@ -127,13 +144,17 @@ def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))
     record = serve.get_deployment_handle(deployment, app_name=model_app).record.remote().result()
+    serve_events = controller_events(model_app, deployment, t0)
     marks = {
-        "demand_seen": demand_seen_at(model_app, deployment, t0),
+        "demand_seen": serve_events["demand_seen"],
+        "replica_added": serve_events["replica_added"],
         "worker_started": record["worker_started_at"],
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
         "engine_woken": record["host"]["woke_at"],
         "engine_ready": record["engine_ready_at"],
+        "replica_running": serve_events["replica_running"],
+        "request_routed": record.get("first_request_at"),
     }
     return {"ttft_s": round(ttft, 3), "tier": "hot", "phases": _phases(t0, marks)}
 
@@ -143,10 +164,13 @@ def cold_run_baseline(handle: Any) -> dict[str, Any]:
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).generate.remote(BODY))
     record = handle.record.remote().result()
+    serve_events = controller_events("baseline", "PlainServer", t0)
     marks = {
-        "demand_seen": demand_seen_at("baseline", "PlainServer", t0),
+        "demand_seen": serve_events["demand_seen"],
+        "replica_added": serve_events["replica_added"],
         "replica_scheduled": record["replica_started_at"],
         "engine_ready": record["engine_ready_at"],
+        "replica_running": serve_events["replica_running"],
     }
     return {"ttft_s": round(ttft, 3), "tier": "source", "phases": _phases(t0, marks)}
 
@@ -224,7 +248,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return manager.nodes.remote().result()
 
     def pool_ready() -> bool:
-        return all(n["engine_hosts"].get("ready", 0) >= 1 for n in nodes())
+        return all(n["pool_ready"] for n in nodes())
 
     def in_dram() -> bool:
         return all(n["store"] and n["store"]["dram"]["checkpoints"] for n in nodes())
@@ -250,7 +274,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     first_token(sllm.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))  # builds it
     hot_runs = [hot_run_sllm(sllm, hot_app, hot_asleep) for _ in range(args.runs)]
     print(f"sllm_ray hot runs: {[r['ttft_s'] for r in hot_runs]}", file=sys.stderr)
-    base_runs = [cold_run_baseline(baseline) for _ in range(args.runs)]
+    base_runs = [cold_run_baseline(baseline) for _ in range(args.baseline_runs)]
     print(f"baseline cold runs: {[r['ttft_s'] for r in base_runs]}", file=sys.stderr)
     result["sllm_ray"] = summary(sllm_runs)
     result["sllm_ray_hot"] = summary(hot_runs)
@@ -300,13 +324,18 @@ def table(result: dict[str, Any]) -> str:
     )
     phases = (
         "demand_seen",
+        "replica_added",
         "worker_started",
         "replica_scheduled",
         "host_claimed",
         "engine_build_started",
         "weights_loaded",
+        "engine_woken",
+        "engine_ready",
+        "replica_running",
+        "request_routed",
     )
-    for phase in (*phases, "engine_woken", "engine_ready"):
+    for phase in phases:
         rows.append(
             (f"p50 {phase} at (s)", *(str(result[side]["phases_p50_s"].get(phase, "-")) for side in sides))
         )
@@ -318,6 +347,9 @@ def table(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="cold starts per system (at least 2)")
+    parser.add_argument(
+        "--baseline-runs", type=int, default=5, help="cold starts of the baseline (at least 2; each ~1 min)"
+    )
     parser.add_argument("--warm", type=int, default=50, help="warm requests per system")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "tiny-llama")
     parser.add_argument("--engine", choices=sorted(ENGINES), default="demo", help="engine arguments")

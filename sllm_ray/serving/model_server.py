@@ -124,8 +124,11 @@ class ModelServer:
                 layout = engine_layout(config.engine_kwargs)
                 prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
-        # After the engine, not beside it: a worker's start would compete for the CPU.
-        self._replacing = asyncio.get_running_loop().create_task(replica_workers.replace_own_worker())
+        # After the first replies, not beside them: a worker's start would compete for the CPU.
+        self._first_replies = asyncio.Event()
+        self._replacing = asyncio.get_running_loop().create_task(
+            replica_workers.replace_own_worker(self._first_replies)
+        )
 
     async def _spec(self) -> EngineSpec:
         """The engine to build, its weights where this node's store has them."""
@@ -188,6 +191,7 @@ class ModelServer:
         # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
+        self._timeline.setdefault("first_request_at", time.time())
         stream = self._channel.generate(endpoint, body)
         first = asyncio.ensure_future(anext(stream))
         try:
@@ -202,6 +206,7 @@ class ModelServer:
                 yield item
         finally:
             self._first_wave = False
+            self._first_replies.set()
             # The caller may have gone away mid-reply: end the stream, which aborts in vLLM.
             if not first.done():
                 first.cancel()

@@ -17,6 +17,8 @@ worker is still idle, and such workers are kept started on every node:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import time
@@ -32,7 +34,9 @@ logger = logging.getLogger(__name__)
 PREPARE_HOOK = "sllm_ray.serving.replica_workers.prepare"
 HOOK_ENV_VARS = {ray_compat.WORKER_SETUP_HOOK_ENV_VAR: PREPARE_HOOK}
 RUNTIME_ENV = {"env_vars": HOOK_ENV_VARS}
-# How long the workers a replica starts for its successors stay exempt from idle killing.
+# How long after its start a replica with no request yet starts a worker for its successor
+# anyway, and how long that worker stays exempt from idle killing.
+REPLACE_AFTER_S = 30.0
 REPLACEMENT_KEEP_S = 600
 # The baseline workers' keep-alive, and how often the manager starts new ones (before the
 # last ones may go: a node briefly has twice the baseline).
@@ -59,8 +63,13 @@ def replica_runtime_env(inherited: dict[str, object]) -> str:
     return RuntimeEnv(**{**inherited, "env_vars": env_vars}).serialize()
 
 
-async def replace_own_worker() -> None:
-    """From a replica that has started: one idle worker on its node, for the next replica."""
+async def replace_own_worker(first_replies: asyncio.Event) -> None:
+    """From a replica that has started: one idle worker on its node, for the next replica,
+    once the replica's first replies are out (``first_replies`` set, or after
+    ``REPLACE_AFTER_S`` without any): a worker's start takes a CPU-second or two, which
+    they would wait for."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first_replies.wait(), REPLACE_AFTER_S)
     context = ray.get_runtime_context()
     node_id, job_id, env = context.get_node_id(), context.get_job_id(), context.runtime_env.serialize()
     try:
