@@ -5,7 +5,8 @@ The demo model registered N times (``burst-0`` ...) with the demo's engine argum
 builds an engine) and a 1 s keep-alive, all at zero replicas. For each N of ``--sizes``
 and each of ``--rounds``: wait until every model is at zero and the engine-host pools are
 settled (a host ready, none being prepared), then one streaming completion to each of the
-first N models at once; time to first token of each, over HTTP. Then the same for plain
+first N models at once; time to first token of each, over HTTP, and where each replica's
+start went (``common.replica_marks``, seconds after the burst was sent). Then the same for plain
 Serve deployments of the same models (``common.PlainServer``: the replica imports vLLM and
 builds its engine when it starts), for the sizes of ``--baseline-sizes`` (1, 2, 4 by
 default; ``--no-baseline`` skips them). A failed request is counted and printed. Per N:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import Any
 
 import common
@@ -107,9 +109,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     bodies = [common.completion_body(name, args.max_tokens) for name in names[:n]]
                     server.wait_at_zero(names)
                     waited = server.wait_pools_settled()
+                    t0 = time.time()
                     results = burst(server, [("/v1/completions", b) for b in bodies], args.timeout_s)
                     for r in results:
                         r.update(round=round_, pool_settle_wait_s=waited)
+                        if server.has_ray and r["error"] is None:  # where each replica's time went
+                            r["phases"] = common.relative(
+                                common.replica_marks(common.replica_record(r["model"])), t0
+                            )
                     report("sllm_ray", n, results)
                     sllm_runs[n] += results
                     if n not in base_runs:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, emit, plain_app, replica_count, wait_for
+from common import REPO, emit, plain_app, relative, replica_count, replica_marks, replica_record, wait_for
 
 MODEL = "tiny"
 HOT_MODEL = "tiny-hot"  # the same model, its engine kept asleep when it goes back to zero
@@ -98,65 +98,43 @@ def first_token(stream: Any) -> float:
     raise RuntimeError("stream ended without a token")
 
 
-def _phases(t0: float, marks: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: (round(v - t0, 3) if v is not None else None) for k, v in marks.items()}
+def _sllm_marks(record: dict[str, Any], events: dict[str, float | None]) -> dict[str, float | None]:
+    """Serve's steps and the replica's, in the order they happen."""
+    marks = {"demand_seen": events["demand_seen"], "replica_added": events["replica_added"]}
+    replica = replica_marks(record)
+    routed = replica.pop("request_routed")
+    return {**marks, **replica, "replica_running": events["replica_running"], "request_routed": routed}
 
 
 def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any]:
-    from ray import serve
-
     wait_for(lambda: replica_count(model_app, f"model:{MODEL}") == 0, 120, "sllm_ray to scale to zero")
     wait_for(pool_ready, 120, "a prepared engine host")
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote(BODY))
-    record = serve.get_deployment_handle(f"model:{MODEL}", app_name=model_app).record.remote().result()
+    record = replica_record(MODEL, "sllm")
     host = record["host"]
-    serve_events = controller_events(model_app, f"model:{MODEL}", t0)
-    marks = {
-        "demand_seen": serve_events["demand_seen"],
-        "replica_added": serve_events["replica_added"],
-        # Before 0 (the request): the replica took a Ray worker started ahead of demand.
-        "worker_started": record["worker_started_at"],
-        "replica_scheduled": record["replica_started_at"],
-        "host_claimed": record["host_claimed_at"],
-        "engine_build_started": host["engine_started_at"],
-        "weights_loaded": host["load"]["finished_at"] if host["load"] else None,
-        "engine_ready": record["engine_ready_at"],
-        "replica_running": serve_events["replica_running"],
-        "request_routed": record.get("first_request_at"),
-    }
+    marks = _sllm_marks(record, controller_events(model_app, f"model:{MODEL}", t0))
+    del marks["engine_woken"]
     build = {k: round(v, 3) for k, v in host["phases"].items()}
     return {
         "ttft_s": round(ttft, 3),
         "tier": host["load"]["tier"] if host["load"] else "source",
-        "phases": _phases(t0, marks),
+        "phases": relative(marks, t0),
         "engine_build_s": build,
     }
 
 
 def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
     """A start from zero replicas with the model's engine asleep on the node."""
-    from ray import serve
-
     deployment = f"model:{HOT_MODEL}"
     wait_for(lambda: replica_count(model_app, deployment) == 0, 120, "the hot model to scale to zero")
     wait_for(sleeping, 60, "the hot model's engine asleep")
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))
-    record = serve.get_deployment_handle(deployment, app_name=model_app).record.remote().result()
-    serve_events = controller_events(model_app, deployment, t0)
-    marks = {
-        "demand_seen": serve_events["demand_seen"],
-        "replica_added": serve_events["replica_added"],
-        "worker_started": record["worker_started_at"],
-        "replica_scheduled": record["replica_started_at"],
-        "host_claimed": record["host_claimed_at"],
-        "engine_woken": record["host"]["woke_at"],
-        "engine_ready": record["engine_ready_at"],
-        "replica_running": serve_events["replica_running"],
-        "request_routed": record.get("first_request_at"),
-    }
-    return {"ttft_s": round(ttft, 3), "tier": "hot", "phases": _phases(t0, marks)}
+    marks = _sllm_marks(replica_record(HOT_MODEL, "sllm"), controller_events(model_app, deployment, t0))
+    for built in ("engine_build_started", "weights_loaded"):
+        del marks[built]
+    return {"ttft_s": round(ttft, 3), "tier": "hot", "phases": relative(marks, t0)}
 
 
 def cold_run_baseline(handle: Any) -> dict[str, Any]:
@@ -172,7 +150,7 @@ def cold_run_baseline(handle: Any) -> dict[str, Any]:
         "engine_ready": record["engine_ready_at"],
         "replica_running": serve_events["replica_running"],
     }
-    return {"ttft_s": round(ttft, 3), "tier": "source", "phases": _phases(t0, marks)}
+    return {"ttft_s": round(ttft, 3), "tier": "source", "phases": relative(marks, t0)}
 
 
 def warm(streams: dict[str, Any], n: int) -> dict[str, list[float]]:

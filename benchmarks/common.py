@@ -209,6 +209,36 @@ def replica_count(app: str, deployment: str) -> int:
     return sum(d.replica_states.values()) if d else 0
 
 
+def replica_record(model: str, app: str = APP) -> dict[str, Any]:
+    """The model replica's own record (``ModelServer.record``): its timeline and its host's."""
+    from ray import serve
+
+    from sllm_ray.names import model_app_name
+
+    handle = serve.get_deployment_handle(f"model:{model}", app_name=model_app_name(app, model))
+    return handle.record.remote().result(timeout_s=30)
+
+
+def replica_marks(record: dict[str, Any]) -> dict[str, float | None]:
+    """Wall-clock times of a replica's start from its record, in order. A worker started
+    before the request was started ahead of demand (``engine/replica_workers.py``)."""
+    host = record["host"]
+    return {
+        "worker_started": record["worker_started_at"],
+        "replica_scheduled": record["replica_started_at"],
+        "host_claimed": record["host_claimed_at"],
+        "engine_build_started": host["engine_started_at"],
+        "weights_loaded": host["load"]["finished_at"] if host["load"] else None,
+        "engine_woken": host["woke_at"],
+        "engine_ready": record["engine_ready_at"],
+        "request_routed": record.get("first_request_at"),
+    }
+
+
+def relative(marks: dict[str, float | None], t0: float) -> dict[str, float | None]:
+    return {k: (round(v - t0, 3) if v is not None else None) for k, v in marks.items()}
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

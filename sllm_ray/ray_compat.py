@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import ray
-from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR, WORKER_PROCESS_TYPE_IDLE_WORKER
 
 
 def available_resources_per_node() -> dict[str, dict[str, float]]:
@@ -78,6 +78,18 @@ SERVE_REPLICA_MODULE = "ray.serve._private.replica"
 # function once it has started, before it takes work: Ray's ``worker_process_setup_hook``
 # as Ray writes it for workers (the runtime-env field itself is read only at ``ray.init``).
 WORKER_SETUP_HOOK_ENV_VAR = WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+
+# A Ray worker titles its process so while it runs no task or actor; before it has
+# connected it is its start script.
+IDLE_WORKER_TITLE = WORKER_PROCESS_TYPE_IDLE_WORKER
+WORKER_SCRIPT = "default_worker.py"
+
+
+def is_idle_worker(name: str, cmdline: list[str]) -> bool:
+    """Whether a process (``psutil`` name and command line) is a Ray worker that runs no
+    task or actor yet: idle, or still starting."""
+    return name == IDLE_WORKER_TITLE or any(arg.endswith(WORKER_SCRIPT) for arg in cmdline[:3])
+
 
 _raylets: dict[str, Any] = {}  # node id -> the raylet's gRPC stub
 

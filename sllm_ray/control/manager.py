@@ -57,7 +57,6 @@ from sllm_ray.errors import (
 )
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import model_app_name, model_app_prefix
-from sllm_ray.serving import replica_workers
 from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
@@ -181,8 +180,6 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         self._reconciled = loop.create_task(self._reconcile())
         self._node_watch = loop.create_task(self._watch_nodes())
-        self._replica_workers = replica_workers.Baseline(config.replica_workers_per_node)
-        self._worker_keeper = loop.create_task(self._keep_replica_workers())
 
     def _app(self, model: str) -> str:
         return model_app_name(self._owner, model)
@@ -345,14 +342,6 @@ class ModelManager:
                 await self._steer(records, apps)
             except Exception:
                 logger.exception("could not sync the per-node services")
-
-    async def _keep_replica_workers(self) -> None:
-        while True:
-            try:
-                await self._replica_workers.keep(self._nodes.node_ids())
-            except Exception:
-                logger.exception("could not keep replica workers started")
-            await asyncio.sleep(NODE_SYNC_S)
 
     # Failed starts.
 

@@ -80,6 +80,7 @@ class NodeServices:
                 self._app,
                 node_id,
                 config.engine_hosts_per_node,
+                config.replica_workers_per_node,
                 config.engine_sleepers_per_node,
                 config.engine_host_memory_bytes,
                 config.engine_cls,
@@ -110,9 +111,6 @@ class NodeServices:
             del self._nodes[node_id]
             self._reports.pop(node_id, None)
             self._pools.pop(node_id, None)
-
-    def node_ids(self) -> list[str]:
-        return list(self._nodes)
 
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model, in the background, on ``store_prefetch_nodes``

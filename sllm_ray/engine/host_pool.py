@@ -34,6 +34,7 @@ from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.launcher import Launcher, LauncherError
 from sllm_ray.engine.process_exit import wait_exit
 from sllm_ray.engine.records import HostLease, HostRecord, host_address
+from sllm_ray.engine.replica_workers import ReplicaWorkers
 from sllm_ray.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ RATE_WINDOW_S = 60.0
 MAX_READY = 16
 # A forked, idle host's unique memory until one has been measured.
 HOST_USS_GUESS = 64 * 1024**2
+# How often the pool counts its node's idle replica workers.
+WORKERS_CHECK_S = 1.0
 # How long a host may take to answer a control call from the pool.
 CALL_TIMEOUT_S = 30.0
 # Environment of the launcher and so of every host: the CPU build keeps its model worker
@@ -81,12 +84,21 @@ class Sizing:
     def cold_claim(self, now: float) -> None:
         self.claims.append(now)
 
-    def target(self, now: float, host_uss: int) -> int:
+    def recent(self, now: float) -> int:
+        """Cold claims of the last ``RATE_WINDOW_S``."""
         while self.claims and now - self.claims[0] > RATE_WINDOW_S:
             self.claims.popleft()
-        wanted = max(self.min_ready, len(self.claims))
+        return len(self.claims)
+
+    def target(self, now: float, host_uss: int) -> int:
+        wanted = max(self.min_ready, self.recent(now))
         affordable = self.memory_bytes // max(host_uss, 1)
         return max(0, min(wanted, affordable, MAX_READY))
+
+    def workers_target(self, now: float, min_workers: int) -> int:
+        """Idle replica workers to keep: as many as the cold starts of the window, at least
+        ``min_workers``."""
+        return min(max(min_workers, self.recent(now)), MAX_READY)
 
 
 class HostPool:
@@ -95,6 +107,7 @@ class HostPool:
         app: str,
         node_id: str,
         min_ready: int,
+        min_workers: int,
         sleep_limit: int,
         memory_bytes: int,
         engine_cls: str,
@@ -120,6 +133,9 @@ class HostPool:
         self._launcher = Launcher(engine_cls, HOST_ENV, self._host_exited)
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._start_launcher())
+        self._min_workers = min_workers
+        self._workers = ReplicaWorkers(node_id)
+        self._spawn(self._keep_workers())
 
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -191,12 +207,31 @@ class HostPool:
                 task.cancel()
         self._refill()
 
+    async def _keep_workers(self) -> None:
+        while True:
+            now = time.monotonic()
+            try:
+                await self._workers.keep(self._sizing.workers_target(now, self._min_workers), now)
+            except Exception:
+                logger.exception("could not keep replica workers on node %s", self._node_id)
+            await asyncio.sleep(WORKERS_CHECK_S)
+
     # Claims.
 
-    async def claim(self, replica: str, replica_pid: int, fingerprint: str | None = None) -> HostLease:
+    async def claim(
+        self,
+        replica: str,
+        replica_pid: int,
+        fingerprint: str | None = None,
+        worker_env: tuple[str, str] | None = None,
+    ) -> HostLease:
         """A host for ``replica`` (its process ``replica_pid``, watched so the host retires
-        with it): the one whose engine with ``fingerprint`` sleeps here, else a ready one."""
+        with it): the one whose engine with ``fingerprint`` sleeps here, else a ready one.
+        ``worker_env``: the replica's job id and runtime environment, for the workers
+        started for the next replicas (``replica_workers``)."""
         self.claims += 1
+        if worker_env is not None:
+            self._workers.claimed(*worker_env, time.monotonic())
         host = self._sleeper(fingerprint)
         if host is not None:
             self.hot_claims += 1
@@ -336,6 +371,11 @@ class HostPool:
             ],
             "evictions": self.evictions,
             "memory_bytes": self._sizing.memory_bytes,
+            "replica_workers": {
+                "idle": self._workers.idle,
+                "target": self._sizing.workers_target(time.monotonic(), self._min_workers),
+                "started": self._workers.started,
+            },
         }
 
     async def shutdown(self) -> None:

@@ -28,12 +28,12 @@ from ray.util import get_current_placement_group
 
 from sllm_ray import metrics, ray_compat
 from sllm_ray.config import ModelConfig, engine_workers
+from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
-from sllm_ray.serving import replica_workers
 from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ModelServer:
         self._node_id = context.get_node_id()
         self._pool = await _node_pool(owner_app, self._node_id)
         lease: HostLease = await self._pool.claim.remote(
-            self._replica, os.getpid(), config.engine_fingerprint()
+            self._replica, os.getpid(), config.engine_fingerprint(), replica_workers.own_worker_env()
         )
         self._lease = lease
         self._timeline["host_claimed_at"] = time.time()
@@ -124,11 +124,6 @@ class ModelServer:
                 layout = engine_layout(config.engine_kwargs)
                 prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
-        # After the first replies, not beside them: a worker's start would compete for the CPU.
-        self._first_replies = asyncio.Event()
-        self._replacing = asyncio.get_running_loop().create_task(
-            replica_workers.replace_own_worker(self._first_replies)
-        )
 
     async def _spec(self) -> EngineSpec:
         """The engine to build, its weights where this node's store has them."""
@@ -206,7 +201,6 @@ class ModelServer:
                 yield item
         finally:
             self._first_wave = False
-            self._first_replies.set()
             # The caller may have gone away mid-reply: end the stream, which aborts in vLLM.
             if not first.done():
                 first.cancel()

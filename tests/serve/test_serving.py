@@ -74,6 +74,8 @@ def test_pools_are_ready_and_hosts_are_forked_processes(fake_admin: httpx.Client
     assert pool["ready"] is True and pool["launcher"]["pid"] > 0
     hosts = [h for h in pool["hosts"] if h["state"] == "ready"]
     assert hosts and all(h["pid"] != pool["launcher"]["pid"] for h in hosts)
+    # And a Ray worker for the next replica, Serve's replica code imported: counted on the node.
+    wait_for(lambda: _pool(fake_admin)["replica_workers"]["idle"] >= 1, 60, "an idle replica worker")
 
 
 def test_a_cold_replica_runs_in_a_worker_started_ahead_of_demand(

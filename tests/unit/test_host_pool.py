@@ -34,6 +34,27 @@ def test_ready_hosts_follow_recent_cold_starts_within_the_memory_budget() -> Non
     assert Sizing(min_ready=0, memory_bytes=0).target(0.0, 2**20) == 0
 
 
+def test_idle_replica_workers_follow_recent_cold_starts() -> None:
+    sizing = Sizing(min_ready=1, memory_bytes=0)  # no budget for hosts: workers are apart
+    assert sizing.workers_target(0.0, min_workers=1) == 1
+    for t in range(3):
+        sizing.cold_claim(float(t))
+    assert sizing.workers_target(3.0, min_workers=1) == 3
+    assert sizing.workers_target(100.0, min_workers=2) == 2
+    for t in range(40):
+        sizing.cold_claim(200.0 + t)
+    assert sizing.workers_target(240.0, min_workers=0) == MAX_READY
+
+
+def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
+    from sllm_ray import ray_compat
+
+    assert ray_compat.is_idle_worker("ray::IDLE", ["ray::IDLE"])
+    script = "/venv/lib/python3.11/site-packages/ray/_private/workers/default_worker.py"
+    assert ray_compat.is_idle_worker("python", ["/venv/bin/python", script, "--node-ip-address=1"])
+    assert not ray_compat.is_idle_worker("ray::ServeRepli", ["ray::ServeReplica:app:model"])
+
+
 async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
@@ -72,7 +93,13 @@ async def _start(lease: HostLease, model: str, **engine: Any) -> ChannelClient:
 
 def _run(scenario: Callable[[HostPool], Awaitable[None]], **settings: Any) -> None:
     async def main() -> None:
-        options = {"min_ready": 1, "sleep_limit": 2, "memory_bytes": 2**30, "engine_cls": FAKE} | settings
+        options = {
+            "min_ready": 1,
+            "min_workers": 1,
+            "sleep_limit": 2,
+            "memory_bytes": 2**30,
+            "engine_cls": FAKE,
+        } | settings
         pool = HostPool("app", "node", **options)
         try:
             await _until(lambda: pool.status()["free"] >= options["min_ready"])

@@ -4,8 +4,8 @@ with several workers, a node preference (placement's choice) otherwise."""
 from __future__ import annotations
 
 from sllm_ray.config import ModelConfig, ResourceConfig, engine_workers
+from sllm_ray.engine.replica_workers import RUNTIME_ENV
 from sllm_ray.serving.model_server import build_model_deployment
-from sllm_ray.serving.replica_workers import RUNTIME_ENV
 
 
 def test_workers_are_tensor_times_pipeline_parallel_size() -> None:

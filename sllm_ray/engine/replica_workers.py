@@ -1,0 +1,123 @@
+"""Ray workers started ahead of demand for the model replicas of a node.
+
+Ray starts a worker process for each new actor. For a Serve replica that is a Python
+start, ``import ray`` and Serve's replica code: about 2 s on the 2-core machine, 4 to 9 s
+while a burst of engines is being built, on the path of every scale from zero. A raylet
+can start idle workers ahead of demand (``ray_compat.prestart_workers``), and an actor
+created on the node takes one of them when the worker's job and runtime environment are
+the actor's. So model replicas run with ``RUNTIME_ENV``, whose setup hook (``prepare``)
+imports the replica code while the worker is still idle, and each node's ``HostPool``
+keeps such workers started (``ReplicaWorkers``), as many as it keeps engine hosts ready:
+its minimum, or the cold starts of the last minute after a burst. It counts them on the
+node itself (the worker processes that carry the hook and are idle), so a worker Ray
+reclaimed or an actor took is seen, and starts the missing ones only while no cold start
+is under way on the node: a worker's start takes a CPU-second or two the cold path would
+wait for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+
+import psutil
+import ray
+from ray.runtime_env import RuntimeEnv
+
+from sllm_ray import ray_compat
+
+logger = logging.getLogger(__name__)
+
+PREPARE_HOOK = "sllm_ray.engine.replica_workers.prepare"
+HOOK_ENV_VARS = {ray_compat.WORKER_SETUP_HOOK_ENV_VAR: PREPARE_HOOK}
+RUNTIME_ENV = {"env_vars": HOOK_ENV_VARS}
+# Idle workers are kept this long from Ray's idle-worker killing; the pool starts new ones
+# before then (a worker Ray reclaims is one the count no longer sees).
+KEEP_ALIVE_S = 3600
+# No worker starts within this long of a claim (a cold start's engine build and first
+# replies), nor again within it of the last request to the raylet (its workers may not
+# show as processes yet).
+QUIET_S = 3.0
+
+# When this process's setup hook ran (None: it is no replica worker).
+prepared_at: float | None = None
+
+
+def prepare() -> None:
+    """The setup hook of a replica's worker: import what a model replica runs (about 1 s)
+    before the worker takes its actor."""
+    global prepared_at
+    importlib.import_module(ray_compat.SERVE_REPLICA_MODULE)
+    importlib.import_module("sllm_ray.serving.model_server")
+    prepared_at = time.time()
+
+
+def replica_runtime_env(inherited: dict[str, object]) -> str:
+    """The serialized runtime environment of a replica whose parent runs in ``inherited``:
+    Ray merges an actor's own environment variables into its parent's."""
+    env_vars = {**dict(inherited.get("env_vars") or {}), **HOOK_ENV_VARS}  # type: ignore[call-overload]
+    return RuntimeEnv(**{**inherited, "env_vars": env_vars}).serialize()
+
+
+def own_worker_env() -> tuple[str, str]:
+    """From a replica: its job id and serialized runtime environment, which the workers
+    started for the next replicas must have."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.runtime_env.serialize()
+
+
+def count_idle() -> int:
+    """This node's replica workers that are idle or still starting: processes with the
+    setup hook in their environment that run no actor yet."""
+    count = 0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if not ray_compat.is_idle_worker(process.info["name"], process.info["cmdline"] or []):
+                continue
+            if process.environ().get(ray_compat.WORKER_SETUP_HOOK_ENV_VAR) == PREPARE_HOOK:
+                count += 1
+    return count
+
+
+class ReplicaWorkers:
+    """A node's idle replica workers, kept at the pool's target (``keep``)."""
+
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+        self._worker_env: tuple[str, str] | None = None  # job id, serialized runtime env
+        self._quiet_from = 0.0  # monotonic
+        self.idle = 0
+        self.started = 0
+
+    def claimed(self, job_id: str, runtime_env: str, now: float) -> None:
+        """A replica started on the node, of this job and environment: the workers for the
+        next ones get them, once the node is quiet."""
+        self._worker_env = (job_id, runtime_env)
+        self._quiet_from = max(self._quiet_from, now + QUIET_S)
+
+    def _env(self) -> tuple[str, str] | None:
+        if self._worker_env is None and ray.is_initialized():
+            # Until a replica tells: the pool's own job and environment, which the manager
+            # that started it shares with the Serve controller and so with the replicas.
+            context = ray.get_runtime_context()
+            self._worker_env = (context.get_job_id(), replica_runtime_env(dict(context.runtime_env)))
+        return self._worker_env
+
+    async def keep(self, target: int, now: float) -> None:
+        env = self._env()
+        if now < self._quiet_from or env is None:  # None: outside Ray (the pool's unit tests)
+            return
+        self.idle = count_idle()
+        missing = target - self.idle
+        if missing <= 0:
+            return
+        self._quiet_from = now + QUIET_S
+        try:
+            await ray_compat.prestart_workers(self._node_id, *env, missing, KEEP_ALIVE_S)
+        except Exception as exc:  # only the next cold starts are slower for it
+            logger.warning("could not start replica workers on node %s: %s", self._node_id, exc)
+            return
+        self.started += missing
+        logger.info("starting %d replica worker(s) on node %s (%d idle)", missing, self._node_id, self.idle)
