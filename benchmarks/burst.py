@@ -34,10 +34,23 @@ import common
 NUM_CPUS = 0.25
 
 
-def burst(server: common.Server, requests: list[tuple[str, dict[str, Any]]], timeout_s: float) -> list[dict]:
+def burst(
+    server: common.Server, requests: list[tuple[str, dict[str, Any]]], timeout_s: float, phases: bool
+) -> list[dict]:
+    """The requests at once; with ``phases``, each one's replica timeline read as soon as
+    it is answered (the model scales back to zero a second later)."""
+    t0 = time.time()
+
+    async def one(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        result = await common.timed_stream(client, path, body)
+        if phases and result["error"] is None:
+            record = await asyncio.to_thread(common.replica_record, body["model"])
+            result["phases"] = common.relative(common.replica_marks(record), t0)
+        return result
+
     async def run() -> list[dict[str, Any]]:
         async with common.async_client(server, timeout_s) as client:
-            return await common.at_once(client, requests)
+            return list(await asyncio.gather(*(one(client, path, body) for path, body in requests)))
 
     return asyncio.run(run())
 
@@ -109,14 +122,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     bodies = [common.completion_body(name, args.max_tokens) for name in names[:n]]
                     server.wait_at_zero(names)
                     waited = server.wait_pools_settled()
-                    t0 = time.time()
-                    results = burst(server, [("/v1/completions", b) for b in bodies], args.timeout_s)
+                    requests = [("/v1/completions", b) for b in bodies]
+                    results = burst(server, requests, args.timeout_s, phases=server.has_ray)
                     for r in results:
                         r.update(round=round_, pool_settle_wait_s=waited)
-                        if server.has_ray and r["error"] is None:  # where each replica's time went
-                            r["phases"] = common.relative(
-                                common.replica_marks(common.replica_record(r["model"])), t0
-                            )
                     report("sllm_ray", n, results)
                     sllm_runs[n] += results
                     if n not in base_runs:
@@ -125,7 +134,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     common.wait_baselines_at_zero(base_names)
                     server.wait_pools_settled()
                     paths = [f"{common.baseline_route(name)}/v1/completions" for name in names[:n]]
-                    results = burst(server, list(zip(paths, bodies, strict=True)), args.timeout_s)
+                    results = burst(
+                        server, list(zip(paths, bodies, strict=True)), args.timeout_s, phases=False
+                    )
                     for r in results:
                         r["round"] = round_
                     report("baseline", n, results)

@@ -543,13 +543,6 @@ def async_client(server: Server, timeout_s: float, connections: int = 64) -> htt
     )
 
 
-async def at_once(
-    client: httpx.AsyncClient, requests: list[tuple[str, dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Send every (path, body) at the same moment; their results in order."""
-    return list(await asyncio.gather(*(timed_stream(client, path, body) for path, body in requests)))
-
-
 def one_request(server: Server, path: str, body: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with async_client(server, timeout_s, connections=1) as client:

@@ -36,10 +36,10 @@ RUNTIME_ENV = {"env_vars": HOOK_ENV_VARS}
 # Idle workers are kept this long from Ray's idle-worker killing; the pool starts new ones
 # before then (a worker Ray reclaims is one the count no longer sees).
 KEEP_ALIVE_S = 3600
-# No worker starts within this long of a claim (a cold start's engine build and first
-# replies), nor again within it of the last request to the raylet (its workers may not
-# show as processes yet).
-QUIET_S = 3.0
+# No worker starts within this long of a claim (the engine builds and first replies of a
+# burst of cold starts), nor again within it of the last request to the raylet (its
+# workers may not show as processes yet).
+QUIET_S = 8.0
 
 # When this process's setup hook ran (None: it is no replica worker).
 prepared_at: float | None = None
