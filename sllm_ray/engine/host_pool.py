@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 # After a model is deleted, its replicas' engines may still be on their way to sleep here:
 # they are turned away for this long.
 FORGET_S = 60.0
-# The ready hosts a node keeps follow the cold starts of this window.
+# The ready hosts a node keeps follow the cold starts of this window; its idle replica
+# workers, the largest such burst of the longer one.
 RATE_WINDOW_S = 60.0
+WORKERS_WINDOW_S = 600.0
 # At most this many ready hosts per node, whatever the rate and the budget.
 MAX_READY = 16
 # A forked, idle host's unique memory until one has been measured.
@@ -84,11 +86,11 @@ class Sizing:
     def cold_claim(self, now: float) -> None:
         self.claims.append(now)
 
-    def recent(self, now: float) -> int:
-        """Cold claims of the last ``RATE_WINDOW_S``."""
-        while self.claims and now - self.claims[0] > RATE_WINDOW_S:
+    def recent(self, now: float, window_s: float = RATE_WINDOW_S) -> int:
+        """Cold claims of the last ``window_s`` (at most ``WORKERS_WINDOW_S``)."""
+        while self.claims and now - self.claims[0] > WORKERS_WINDOW_S:
             self.claims.popleft()
-        return len(self.claims)
+        return sum(1 for at in self.claims if now - at <= window_s)
 
     def target(self, now: float, host_uss: int) -> int:
         wanted = max(self.min_ready, self.recent(now))
@@ -96,9 +98,16 @@ class Sizing:
         return max(0, min(wanted, affordable, MAX_READY))
 
     def workers_target(self, now: float, min_workers: int) -> int:
-        """Idle replica workers to keep: as many as the cold starts of the window, at least
-        ``min_workers``."""
-        return min(max(min_workers, self.recent(now)), MAX_READY)
+        """Idle replica workers to keep: as many as the largest burst of cold starts (those
+        within one ``RATE_WINDOW_S``) of the last ``WORKERS_WINDOW_S``, at least
+        ``min_workers``. Longer than the hosts' memory: a worker takes seconds to start, a
+        host milliseconds."""
+        self.recent(now)
+        claims = list(self.claims)
+        largest = max(
+            (sum(1 for b in claims[i:] if b - a <= RATE_WINDOW_S) for i, a in enumerate(claims)), default=0
+        )
+        return min(max(min_workers, largest), MAX_READY)
 
 
 class HostPool:

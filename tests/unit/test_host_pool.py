@@ -40,10 +40,14 @@ def test_idle_replica_workers_follow_recent_cold_starts() -> None:
     for t in range(3):
         sizing.cold_claim(float(t))
     assert sizing.workers_target(3.0, min_workers=1) == 3
-    assert sizing.workers_target(100.0, min_workers=2) == 2
+    # Minutes later the hosts follow the rate again; the workers still expect such a burst.
+    assert sizing.recent(100.0) == 0
+    assert sizing.workers_target(100.0, min_workers=1) == 3
+    assert sizing.workers_target(100.0, min_workers=5) == 5
+    assert sizing.workers_target(700.0, min_workers=1) == 1
     for t in range(40):
-        sizing.cold_claim(200.0 + t)
-    assert sizing.workers_target(240.0, min_workers=0) == MAX_READY
+        sizing.cold_claim(800.0 + t)
+    assert sizing.workers_target(840.0, min_workers=0) == MAX_READY
 
 
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
