@@ -39,7 +39,7 @@ KEEP_ALIVE_S = 3600
 # No worker starts within this long of a claim (the engine builds and first replies of a
 # burst of cold starts), nor again within it of the last request to the raylet (its
 # workers may not show as processes yet).
-QUIET_S = 8.0
+QUIET_S = 4.0
 
 # When this process's setup hook ran (None: it is no replica worker).
 prepared_at: float | None = None
