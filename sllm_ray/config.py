@@ -365,9 +365,9 @@ class AppConfig(_Strict):
     replica_workers_per_node: int = Field(
         1,
         ge=0,
-        description="Ray worker processes kept started on each node, Serve's replica code imported, "
-        "for the next model replicas: a scale from zero then skips Ray's worker start (about 2 s on "
-        "2 cores). Each replica start adds one more for a while (a burst's next one).",
+        description="Idle Ray worker processes kept on each node, Serve's replica code imported, for "
+        "the next model replicas: a scale from zero then skips Ray's worker start (about 2 s on 2 "
+        "cores). After a burst, as many as the largest burst of cold starts of the last 10 minutes.",
     )
     engine_cls: str = Field(
         DEFAULT_ENGINE,
