@@ -56,11 +56,13 @@ def plot_cold_start(result: dict[str, Any], out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     sides = [("sllm_ray cold", sllm), *([("sllm_ray hot", hot)] if hot else []), ("baseline", base)]
-    names = list(dict.fromkeys(name for _, side in sides for name in side["phases_p50_s"]))
-    colors = dict(zip(names, plt.get_cmap("tab10").colors, strict=False))
-    for row, (_, side) in enumerate(sides):
+    # Marks before the request (a worker started ahead of demand) are no part of the wait.
+    reached = [{k: v for k, v in side["phases_p50_s"].items() if v >= 0} for _, side in sides]
+    names = list(dict.fromkeys(name for phases in reached for name in phases))
+    colors = dict(zip(names, plt.get_cmap("tab20").colors, strict=False))
+    for row, ((_, side), phases) in enumerate(zip(sides, reached, strict=True)):
         start = 0.0
-        for name, at in sorted(side["phases_p50_s"].items(), key=lambda item: item[1]):
+        for name, at in sorted(phases.items(), key=lambda item: item[1]):
             # Each bar runs from the phase before to this one being reached.
             ax.barh(row, at - start, left=start, color=colors[name], edgecolor="white")
             start = at
