@@ -13,6 +13,10 @@ host), the host's engine goes to sleep here (llm-d's fast model actuation): up t
 ``sleep_limit`` sleeping engines per node, the least recently used one exiting beyond
 it. A replica of the same engine claiming a host on this node gets the sleeping one,
 which wakes instead of building (a hot start).
+
+The pool also keeps the node's idle Ray workers for the next model replicas
+(``replica_workers.py``), as many as the largest burst of cold starts of the last
+``WORKERS_WINDOW_S``, at least ``min_workers``.
 """
 
 from __future__ import annotations
@@ -86,11 +90,11 @@ class Sizing:
     def cold_claim(self, now: float) -> None:
         self.claims.append(now)
 
-    def recent(self, now: float, window_s: float = RATE_WINDOW_S) -> int:
-        """Cold claims of the last ``window_s`` (at most ``WORKERS_WINDOW_S``)."""
+    def recent(self, now: float) -> int:
+        """Cold claims of the last ``RATE_WINDOW_S`` (those of ``WORKERS_WINDOW_S`` are kept)."""
         while self.claims and now - self.claims[0] > WORKERS_WINDOW_S:
             self.claims.popleft()
-        return sum(1 for at in self.claims if now - at <= window_s)
+        return sum(1 for at in self.claims if now - at <= RATE_WINDOW_S)
 
     def target(self, now: float, host_uss: int) -> int:
         wanted = max(self.min_ready, self.recent(now))
