@@ -14,9 +14,8 @@ from typing import Any
 
 def pool_ready(pool: Mapping[str, Any]) -> bool:
     """A node's pool (``HostPool.status``): ``ready`` is True once the pool can hand out
-    engine hosts; a pool reporting it as a count is ready with at least one host ready."""
-    ready = pool.get("ready")
-    return ready is True or (isinstance(ready, int) and ready > 0)
+    engine hosts (its launcher is prepared)."""
+    return pool.get("ready") is True
 
 
 def readiness(reconciled: bool, nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

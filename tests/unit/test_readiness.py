@@ -13,8 +13,7 @@ from sllm_ray.control.readiness import pool_ready, readiness
     [
         ({"ready": True}, True),
         ({"ready": False}, False),
-        ({"ready": 1, "preparing": 0}, True),  # a count of ready hosts
-        ({"ready": 0, "preparing": 1}, False),
+        ({"ready": 1}, False),  # only the pool's own flag counts
         ({"error": "actor died"}, False),
         ({}, False),
     ],
