@@ -83,23 +83,29 @@ def test_store_restarts_without_failing_requests(
 
     from sllm_ray.names import named_actor, store_name
 
-    wait_for(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
-    (node,) = [n["node_id"] for n in _nodes(admin)]
-    before = store_status(node)
-    assert before["origins"], before  # this store converted the suite's models from their source
-    ray.kill(named_actor(store_name(APP_NAME, node)), no_restart=False)  # Ray restarts it
-    _ask(client)  # a cold start while the store is down or just back: it is served
-    # A restarted store begins with an empty DRAM tier: the engine loaded from the source
-    # (no answer from the store in time, so no load report) or from disk, never from DRAM.
-    load = _record()["host"]["load"]
-    assert load is None or load["tier"] == "disk", load
-    # Back, with the disk tier it had; a new instance, which converted nothing itself ...
-    after = wait_for(
-        lambda: (status := store_status(node))["disk"] == before["disk"] and status,
-        60,
-        "the store to come back",
-    )
-    assert after["origins"] == {}, after
-    # ... and the model prefetched into DRAM again.
-    wait_for(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
-    assert admin.delete(f"/v1/admin/models/{MODEL}").status_code == 200
+    try:
+        wait_for(lambda: replicas(MODEL) == {}, 120, "the model to scale to zero")
+        (node,) = [n["node_id"] for n in _nodes(admin)]
+        before = store_status(node)
+        assert before["origins"], before  # this store converted the suite's models from their source
+        ray.kill(named_actor(store_name(APP_NAME, node)), no_restart=False)  # Ray restarts it
+        _ask(client)  # a cold start while the store is down or just back: it is served
+        # A restarted store begins with an empty DRAM tier: the engine loaded from the source
+        # (no answer from the store in time, so no load report) or from disk, never from DRAM.
+        load = _record()["host"]["load"]
+        assert load is None or load["tier"] == "disk", load
+
+        def back() -> dict | None:
+            try:
+                status = store_status(node)
+            except ray.exceptions.ActorUnavailableError:  # still restarting
+                return None
+            return status if status["disk"] == before["disk"] else None
+
+        # Back, with the disk tier it had; a new instance, which converted nothing itself ...
+        after = wait_for(back, 60, "the store to come back")
+        assert after["origins"] == {}, after
+        # ... and the model prefetched into DRAM again.
+        wait_for(lambda: set(_tiers(admin).values()) == {"dram"}, 60, "the model back in DRAM")
+    finally:
+        admin.delete(f"/v1/admin/models/{MODEL}")
