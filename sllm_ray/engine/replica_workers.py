@@ -70,7 +70,9 @@ def own_worker_env() -> tuple[str, str]:
 
 def count_idle() -> int:
     """This node's replica workers that are idle or still starting: processes with the
-    setup hook in their environment that run no actor yet."""
+    setup hook in their environment that run no actor yet. (Several Ray nodes on one
+    machine, as in ``ray.cluster_utils.Cluster``, see each other's: an idle worker's title
+    no longer names its raylet.)"""
     count = 0
     for process in psutil.process_iter(["name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
