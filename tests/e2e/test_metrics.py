@@ -58,9 +58,15 @@ def sequence(admin: httpx.Client, client: openai.OpenAI, tiny_model_dir: Path) -
 
 def test_metrics_after_a_cold_start_warm_requests_and_errors(sequence: None, metrics_url: str) -> None:
     def seen() -> list[tuple[str, dict[str, str], float]] | None:
+        # Ray exports each process's metrics every few seconds: wait for the last requests'.
         samples = scrape(metrics_url)
-        done = total(samples, "ray_sllm_time_to_first_token_seconds_count", model=MODEL, start="warm") == 3
-        return samples if done and total(samples, "ray_sllm_running_replicas", model=MODEL) else None
+        done = (
+            total(samples, "ray_sllm_time_to_first_token_seconds_count", model=MODEL, start="warm") == 3
+            and total(samples, "ray_sllm_requests_total", model=MODEL, status="400") >= 1
+            and total(samples, "ray_sllm_requests_total", model="unknown", status="404") >= 1
+            and total(samples, "ray_sllm_running_replicas", model=MODEL)
+        )
+        return samples if done else None
 
     try:
         samples = wait_for(seen, 60, "the metrics to be exported")
