@@ -90,10 +90,13 @@ class Sizing:
     def cold_claim(self, now: float) -> None:
         self.claims.append(now)
 
-    def recent(self, now: float) -> int:
-        """Cold claims of the last ``RATE_WINDOW_S`` (those of ``WORKERS_WINDOW_S`` are kept)."""
+    def _forget_old(self, now: float) -> None:
         while self.claims and now - self.claims[0] > WORKERS_WINDOW_S:
             self.claims.popleft()
+
+    def recent(self, now: float) -> int:
+        """Cold claims of the last ``RATE_WINDOW_S``."""
+        self._forget_old(now)
         return sum(1 for at in self.claims if now - at <= RATE_WINDOW_S)
 
     def target(self, now: float, host_uss: int) -> int:
@@ -106,11 +109,12 @@ class Sizing:
         within one ``RATE_WINDOW_S``) of the last ``WORKERS_WINDOW_S``, at least
         ``min_workers``. Longer than the hosts' memory: a worker takes seconds to start, a
         host milliseconds."""
-        self.recent(now)
-        claims = list(self.claims)
-        largest = max(
-            (sum(1 for b in claims[i:] if b - a <= RATE_WINDOW_S) for i, a in enumerate(claims)), default=0
-        )
+        self._forget_old(now)
+        largest, first = 0, 0
+        for last, at in enumerate(self.claims):  # in time order: a sliding window
+            while at - self.claims[first] > RATE_WINDOW_S:
+                first += 1
+            largest = max(largest, last - first + 1)
         return min(max(min_workers, largest), MAX_READY)
 
 

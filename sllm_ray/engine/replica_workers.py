@@ -7,8 +7,9 @@ can start idle workers ahead of demand (``ray_compat.prestart_workers``), and an
 created on the node takes one of them when the worker's job and runtime environment are
 the actor's. So model replicas run with ``RUNTIME_ENV``, whose setup hook (``prepare``)
 imports the replica code while the worker is still idle, and each node's ``HostPool``
-keeps such workers started (``ReplicaWorkers``), as many as it keeps engine hosts ready:
-its minimum, or the cold starts of the last minute after a burst. It counts them on the
+keeps such workers started (``ReplicaWorkers``): at least ``replica_workers_per_node``,
+else as many as the node's largest burst of cold starts of the last ten minutes
+(``Sizing.workers_target``). It counts them on the
 node itself (the worker processes that carry the hook and are idle), so a worker Ray
 reclaimed or an actor took is seen, and starts the missing ones only while no cold start
 is under way on the node: a worker's start takes a CPU-second or two the cold path would

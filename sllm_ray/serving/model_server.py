@@ -186,7 +186,8 @@ class ModelServer:
         # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
-        self._timeline.setdefault("first_request_at", time.time())
+        if self._first_wave:
+            self._timeline.setdefault("first_request_at", time.time())
         stream = self._channel.generate(endpoint, body)
         first = asyncio.ensure_future(anext(stream))
         try:
