@@ -113,6 +113,35 @@ def prepare_engine_process() -> None:
     type(current_platform).register_triton_kernel_overrides = classmethod(lambda cls: None)
 
 
+def register_model_loader(load_format: str, load_weights: Callable[[dict[str, Any], Any], None]) -> None:
+    """Register ``load_format`` with vLLM's model loaders: its ``load_weights`` calls
+    ``load_weights(model_loader_extra_config, model)``, and it never downloads (the
+    checkpoint store holds the checkpoint before an engine is asked to load it)."""
+    from vllm.model_executor.model_loader import register_model_loader as register
+    from vllm.model_executor.model_loader.base_loader import BaseModelLoader
+
+    @register(load_format)
+    class _Loader(BaseModelLoader):
+        def download_model(self, model_config: object) -> None:
+            pass
+
+        def load_weights(self, model: Any, model_config: object) -> None:
+            load_weights(dict(self.load_config.model_loader_extra_config), model)
+
+
+def weights_rank() -> tuple[int, int]:
+    """In a model worker: which shard of the model's weights it holds, and how many
+    there are (tensor-parallel ranks times pipeline stages)."""
+    from vllm.distributed import (
+        get_pp_group,
+        get_tensor_model_parallel_rank,
+        get_tensor_model_parallel_world_size,
+    )
+
+    tp, pp = get_tensor_model_parallel_world_size(), get_pp_group()
+    return pp.rank_in_group * tp + get_tensor_model_parallel_rank(), tp * pp.world_size
+
+
 def cache_model_info(model_dir: str) -> None:
     """Have vLLM's model-info cache (under ``VLLM_CACHE_ROOT``) hold the architectures of
     the checkpoint in ``model_dir``. On a miss vLLM inspects the model class in a
