@@ -9,6 +9,8 @@ re-raises them in the caller as instances of the same class).
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -142,6 +144,43 @@ class ModelStartFailedError(_RetryLater):
     def __init__(self, model: str, cause: str, retry_after_s: int) -> None:
         super().__init__(f"model `{model}` failed to start: {cause}", retry_after_s)
         self.param = "model"
+
+
+class InternalError(OpenAIError):
+    """A fault of the server's own. The client learns only that it happened and a request id
+    to quote; the details (which may name processes, addresses and files) stay in the log
+    line that carries the same id (``internal_error``)."""
+
+    status = 500
+    type = "internal_error"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"internal error (request id {request_id})")
+        self.request_id = request_id
+
+
+def internal_error(log: logging.Logger, what: str, exc: BaseException | None = None) -> InternalError:
+    """Log ``what`` (and ``exc``'s traceback) under a new request id; the error for the client."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error("%s [request id %s]", what, request_id, exc_info=exc)
+    return InternalError(request_id)
+
+
+def carried_error(exc: BaseException) -> OpenAIError | None:
+    """The ``OpenAIError`` an exception is or wraps, innermost first: Ray re-raises an error
+    from another process as a ``RayTaskError`` holding it as ``cause`` (and Serve's handles
+    may wrap that again), so a 404 raised by the manager would otherwise reach the client
+    as a 500 carrying Ray's traceback."""
+    found: OpenAIError | None = None
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OpenAIError):
+            found = current
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else current.__cause__
+    return found
 
 
 def validation_error(

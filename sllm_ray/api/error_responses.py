@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sllm_ray.errors import OpenAIError, validation_error
+from sllm_ray.errors import OpenAIError, carried_error, internal_error, validation_error
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +18,24 @@ def error_response(exc: OpenAIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
+def as_openai_error(exc: BaseException, what: str) -> OpenAIError:
+    """Any failure as the error a client may see: the ``OpenAIError`` it is or carries across
+    Ray calls, else an internal error whose details go only to the log (``what`` says what
+    failed)."""
+    error = carried_error(exc)
+    if error is None:
+        return internal_error(logger, f"{what}: {type(exc).__name__}: {exc}", exc)
+    if error.status >= 500:
+        logger.warning("%s: %d %s", what, error.status, error.message)
+    else:  # the client's mistake: no traceback, not an error of ours
+        logger.info("%s: %d %s", what, error.status, error.message)
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
-    async def _openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
-        return error_response(exc)
+    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        return error_response(as_openai_error(exc, f"{request.method} {request.url.path}"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -33,6 +47,5 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(OpenAIError(str(exc.detail), status=exc.status_code, type=kind))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(OpenAIError(f"internal error: {type(exc).__name__}: {exc}"))
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(as_openai_error(exc, f"{request.method} {request.url.path}"))

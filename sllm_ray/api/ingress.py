@@ -26,8 +26,9 @@ from sllm_ray import metrics
 from sllm_ray.api import sllm_compat
 from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
-from sllm_ray.api.error_responses import error_response, install_error_handlers
-from sllm_ray.api.model_directory import ModelDirectory, apply_max_tokens_limit, parse_json_body
+from sllm_ray.api.error_responses import as_openai_error, error_response, install_error_handlers
+from sllm_ray.api.model_directory import ModelDirectory
+from sllm_ray.api.request_body import check_request, parse_json_body
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.failures import StartFailure
 from sllm_ray.errors import (
@@ -36,6 +37,8 @@ from sllm_ray.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
     TooManyRequestsError,
+    carried_error,
+    internal_error,
     unwrap,
 )
 from sllm_ray.log_setup import configure_logging
@@ -105,9 +108,8 @@ class _Reply:
                 yield event
             self.log.close(200)
         except Exception as exc:  # the replica died or the engine failed mid-stream
-            logger.exception("stream failed")
-            self.log.close(500)
-            err = OpenAIError(f"stream interrupted: {type(exc).__name__}: {exc}")
+            err = as_openai_error(exc, f"stream of model {self.log.model} interrupted")
+            self.log.close(err.status)
             yield f"data: {error_response(err).body.decode()}\n\n"
             yield SSE_DONE
         finally:
@@ -252,7 +254,7 @@ class OpenAIIngress:
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any], log: RequestLog) -> _Reply:
         config, _ = await self._resolve(body)
         log.model = config.model
-        body = apply_max_tokens_limit(body, config.max_tokens_limit)
+        body = check_request(body, config.request_limits, config.max_tokens_limit)
         self._touch(config.model)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         deadline = time.monotonic() + wait_s
@@ -282,6 +284,10 @@ class OpenAIIngress:
         assert isinstance(accepted, Accepted), accepted
         log.start_kind = accepted.start_kind
         head = accepted.head or await events.__anext__()
+        if head.status >= 500 and head.status != 503 and head.body is not None:
+            # An engine's own fault: its message may name processes and files; the log keeps it.
+            error = internal_error(logger, f"engine of {config.model} answered {head.status}: {head.body}")
+            head = ResponseHead(error.status, error.body())
         return _Reply(accepted.replica, head, events, log)
 
     async def _unavailable(self, model: str, deadline: float) -> None:
@@ -304,11 +310,9 @@ class OpenAIIngress:
         try:
             data = await self._body(body) if isinstance(body, Request) else body
             return await self._forward(endpoint, data, log)
-        except OpenAIError as exc:
-            log.close(exc.status)
-            raise
-        except Exception:
-            log.close(500)
+        except Exception as exc:
+            error = carried_error(exc)
+            log.close(error.status if error is not None else 500)
             raise
 
     # Python API (through the deployment handle).

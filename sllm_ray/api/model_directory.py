@@ -5,42 +5,14 @@ Pure logic, kept apart from the Serve deployment so it is unit-tested without Ra
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from sllm_ray.config import ModelConfig
-from sllm_ray.errors import BadRequestError, ModelNotFoundError, PayloadTooLargeError
+from sllm_ray.errors import BadRequestError, ModelNotFoundError
 
 H = TypeVar("H")
-
-# Fields that bound generated tokens, per OpenAI endpoint family.
-_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
-
-
-def parse_json_body(raw: bytes, limit: int | None = None) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object of at most ``limit`` bytes."""
-    if limit is not None and len(raw) > limit:
-        raise PayloadTooLargeError(f"request body is {len(raw)} bytes; the limit is {limit}")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequestError("request body must be a JSON object")
-    return body
-
-
-def apply_max_tokens_limit(body: dict[str, Any], limit: int | None) -> dict[str, Any]:
-    """Enforce a model's cap on generated tokens: over it is a 400, none given gets the cap."""
-    if limit is None:
-        return body
-    given = {f: body[f] for f in _MAX_TOKEN_FIELDS if body.get(f) is not None}
-    for field, value in given.items():
-        if isinstance(value, int) and value > limit:
-            raise BadRequestError(f"`{field}` is {value}; this model allows at most {limit}", param=field)
-    return body if given else {**body, "max_tokens": limit}
 
 
 class ModelDirectory(Generic[H]):

@@ -170,6 +170,12 @@ class OpenAIEngine:
         except ValidationError as exc:
             yield ResponseHead(400, validation_error(exc.errors()).body())
             return
+        except Exception as exc:  # vLLM's validators raise their own errors past pydantic
+            refused = vc.client_error_response(exc)
+            if refused is None:
+                raise
+            yield ResponseHead(refused.error.code, refused.model_dump(mode="json"))
+            return
         try:
             result = await create(request, None)
         except Exception as exc:  # vLLM raises its validation errors from here

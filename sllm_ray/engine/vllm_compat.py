@@ -281,3 +281,12 @@ def weight_shaping_engine_args() -> tuple[str, ...]:
         raise RuntimeError(f"vLLM no longer hashes {sorted(stale)}: drop them from NOT_WEIGHT_SHAPING")
     engine_args = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     return tuple(sorted(((factors - NOT_WEIGHT_SHAPING) | ALSO_WEIGHT_SHAPING) & engine_args))
+
+
+def client_error_response(exc: Exception) -> ErrorResponse | None:
+    """vLLM's own 4xx answer to an error it raised for the request, or None for any other
+    exception. vLLM's request validators raise ``VLLMValidationError``, which is no
+    ``ValueError``, so pydantic lets it through ``model_validate`` unwrapped."""
+    from vllm.exceptions import VLLMClientError
+
+    return create_error_response(exc) if isinstance(exc, VLLMClientError) else None

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sllm_ray.api.error_responses import error_response
-from sllm_ray.api.model_directory import ModelDirectory, apply_max_tokens_limit, parse_json_body
+from sllm_ray.api.model_directory import ModelDirectory
 from sllm_ray.config import ModelConfig
 from sllm_ray.errors import (
     BadRequestError,
     ModelNotFoundError,
     OpenAIError,
-    PayloadTooLargeError,
     ServiceUnavailableError,
     UnprocessableError,
     validation_error,
@@ -74,29 +73,6 @@ def test_model_cards(directory: ModelDirectory[str]) -> None:
     assert cards["object"] == "list"
     assert [c["id"] for c in cards["data"]] == ["a", "org/b"]
     assert directory.card("a")["object"] == "model"
-
-
-@pytest.mark.parametrize("raw", [b"{oops", b"\xff\xfe", b"[]", b'"text"', b""])
-def test_bodies_that_are_not_json_objects_are_400(raw: bytes) -> None:
-    with pytest.raises(BadRequestError):
-        parse_json_body(raw)
-
-
-def test_oversized_bodies_are_413() -> None:
-    with pytest.raises(PayloadTooLargeError):
-        parse_json_body(b'{"a": "' + b"x" * 100 + b'"}', limit=50)
-    assert parse_json_body(b'{"a": 1}', limit=50) == {"a": 1}
-
-
-def test_max_tokens_limit_caps_and_fills_in() -> None:
-    assert apply_max_tokens_limit({"max_tokens": 5}, None) == {"max_tokens": 5}
-    assert apply_max_tokens_limit({}, 16) == {"max_tokens": 16}
-    assert apply_max_tokens_limit({"max_tokens": 16}, 16) == {"max_tokens": 16}
-    assert apply_max_tokens_limit({"max_completion_tokens": 8}, 16) == {"max_completion_tokens": 8}
-    for field in ("max_tokens", "max_completion_tokens"):
-        with pytest.raises(BadRequestError) as info:
-            apply_max_tokens_limit({field: 17}, 16)
-        assert info.value.param == field
 
 
 def test_error_bodies_have_openai_shape() -> None:
