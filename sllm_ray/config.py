@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,26 +23,64 @@ from sllm_ray.engine.interface import DEFAULT_ENGINE
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 DEPLOYMENT_PREFIX = "model:"
 
+# Upper bounds of the numbers a config takes: beyond them a value is a typo or an attack
+# (Serve itself refuses some, e.g. 1e29 replicas, only once the config is deployed).
+MAX_REPLICAS = 1000
+MAX_SECONDS = 30 * 24 * 3600  # keep-alive, wait bounds: a month
+MAX_REQUESTS = 1_000_000  # requests in flight or queued per replica / model
+MAX_CPUS = 1024
+MAX_GPUS = 64
+MAX_BYTES = 2**50  # memory and byte budgets: 1 PiB
+# Largest magnitude of any number in engine_kwargs: integers beyond it are not exact as
+# JSON numbers elsewhere (2**53), and no vLLM argument needs more.
+MAX_ENGINE_NUMBER = 2**53
+# Bounds of the vLLM engine arguments that size an engine, checked before vLLM sees them
+# (``max_model_len: -1`` would otherwise be stored and fail in every replica).
+ENGINE_ARG_BOUNDS: dict[str, tuple[float, float]] = {
+    "max_model_len": (1, 2**24),
+    "tensor_parallel_size": (1, MAX_GPUS),
+    "pipeline_parallel_size": (1, MAX_GPUS),
+    "max_num_seqs": (1, MAX_REQUESTS),
+    "max_num_batched_tokens": (1, 2**26),
+    "max_logprobs": (0, 1000),
+    "block_size": (1, 2**16),
+    "kv_cache_memory_bytes": (1, MAX_BYTES),
+    "gpu_memory_utilization": (0.0, 1.0),
+    "swap_space": (0, 2**20),
+    "cpu_offload_gb": (0, 2**20),
+}
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused: JSON cannot carry them, so a stored config holding
+    # one would not read back (pydantic writes them as null).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AutoscalingConfig(_Strict):
     """How a model's replicas follow demand. Defaults make a model serverless."""
 
-    min_replicas: int = Field(0, ge=0, description="Replicas kept even when idle (0: scale to zero).")
-    max_replicas: int = Field(1, ge=1, description="Upper bound on replicas.")
+    min_replicas: int = Field(
+        0, ge=0, le=MAX_REPLICAS, description="Replicas kept even when idle (0: scale to zero)."
+    )
+    max_replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Upper bound on replicas.")
     target_ongoing_requests: float = Field(
-        4.0, gt=0, description="In-flight requests per replica the autoscaler aims for."
+        4.0, gt=0, le=MAX_REQUESTS, description="In-flight requests per replica the autoscaler aims for."
     )
     keep_alive_s: float = Field(
-        300.0, ge=0, description="Idle seconds before a replica is removed (down to min_replicas)."
+        300.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Idle seconds before a replica is removed (down to min_replicas).",
     )
-    look_back_period_s: float = Field(15.0, gt=0, description="Window over which Serve averages load.")
+    look_back_period_s: float = Field(
+        15.0, gt=0, le=3600, description="Window over which Serve averages load."
+    )
     demand_push_interval_s: float = Field(
         0.1,
-        gt=0,
+        # Each handle pushes at this interval: faster than 10 ms only loads the controller.
+        ge=0.01,
+        le=60,
         description="How often callers report queued requests to Serve's autoscaler: the delay "
         "before a model at zero replicas starts one.",
     )
@@ -85,10 +123,10 @@ def engine_workers(engine_kwargs: dict[str, Any]) -> int:
 class ResourceConfig(_Strict):
     """What one replica of the model reserves from Ray."""
 
-    num_cpus: float = Field(1.0, ge=0, description="Logical CPUs per replica.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (vLLM on GPU).")
-    memory_bytes: int | None = Field(None, ge=0, description="Memory reserved per replica.")
-    custom: dict[str, float] = Field(
+    num_cpus: float = Field(1.0, ge=0, le=MAX_CPUS, description="Logical CPUs per replica.")
+    num_gpus: float = Field(0.0, ge=0, le=MAX_GPUS, description="GPUs per replica (vLLM on GPU).")
+    memory_bytes: int | None = Field(None, ge=0, le=MAX_BYTES, description="Memory reserved per replica.")
+    custom: dict[str, Annotated[float, Field(ge=0, le=MAX_BYTES)]] = Field(
         default_factory=dict, description="Custom Ray resources per replica (e.g. node labels)."
     )
 
@@ -112,6 +150,47 @@ class ResourceConfig(_Strict):
         return bundles
 
 
+class RequestLimits(_Strict):
+    """Bounds on what one request may ask of a model, checked by the ingress before the
+    request is queued (400 above them): without them one request (``n: 1000``, thousands of
+    prompts) holds a replica for minutes while the others wait."""
+
+    n: int = Field(16, ge=1, le=1024, description="Largest `n` (choices per prompt).")
+    best_of: int = Field(16, ge=1, le=1024, description="Largest `best_of`.")
+    logprobs: int = Field(
+        20, ge=0, le=1000, description="Largest `logprobs` / `top_logprobs` / `prompt_logprobs`."
+    )
+    prompts: int = Field(64, ge=1, le=100_000, description="Most prompts in one completion request.")
+    prompt_chars: int = Field(
+        131_072,
+        ge=1,
+        le=2**30,
+        description="Longest prompt: characters of text (a chat: of all its messages), or token ids.",
+    )
+    stop: int = Field(16, ge=0, le=1024, description="Most `stop` strings.")
+    max_tokens: int = Field(
+        32_768, ge=1, le=2**24, description="Largest `max_tokens` / `max_completion_tokens`."
+    )
+
+
+def _json_value(value: Any, where: str) -> None:
+    """A value that is plain JSON with bounded, finite numbers (what the registry can store
+    and read back unchanged), else ``ValueError`` naming where."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings")
+            _json_value(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_value(item, f"{where}[{i}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > MAX_ENGINE_NUMBER:
+            raise ValueError(f"{where}: {value} is not a finite number of at most {MAX_ENGINE_NUMBER}")
+    elif value is not None and not isinstance(value, str | bool):
+        raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
 class ModelConfig(_Strict):
     """One served model: where its weights come from and how it is run and scaled."""
 
@@ -124,17 +203,30 @@ class ModelConfig(_Strict):
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
+    request_limits: RequestLimits = Field(default_factory=RequestLimits)
     max_ongoing_requests: int = Field(
-        64, ge=1, description="Requests one replica works on at once; more wait in Serve's queue."
+        64,
+        ge=1,
+        le=MAX_REQUESTS,
+        description="Requests one replica works on at once; more wait in Serve's queue.",
     )
     max_queued_requests: int | None = Field(
-        None, ge=1, description="Requests that may wait for this model's replicas; beyond it 429."
+        None,
+        ge=1,
+        le=MAX_REQUESTS,
+        description="Requests that may wait for this model's replicas; beyond it 429.",
     )
     max_tokens_limit: int | None = Field(
-        None, ge=1, description="Cap on a request's max_tokens (filled in when a request omits it)."
+        None,
+        ge=1,
+        le=2**24,
+        description="Cap on a request's max_tokens (filled in when a request omits it).",
     )
     request_wait_timeout_s: float | None = Field(
-        None, gt=0, description="This model's bound on waiting for a replica (default: the app's)."
+        None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="This model's bound on waiting for a replica (default: the app's).",
     )
     keep_asleep: bool = Field(
         True,
@@ -149,6 +241,21 @@ class ModelConfig(_Strict):
             raise ValueError(
                 "model names use letters, digits and . _ : / - (at most 128), starting with a letter or digit"
             )
+        # Clients and proxies normalise URL paths: /v1/models/a/../b would reach another name.
+        if any(segment in ("", ".", "..") for segment in value.split("/")):
+            raise ValueError("model names have no empty, `.` or `..` path segments")
+        return value
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _engine_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _json_value(value, "engine_kwargs")
+        for key, (low, high) in ENGINE_ARG_BOUNDS.items():
+            number = value.get(key)
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= high:
+                raise ValueError(f"engine_kwargs.{key} must be a number from {low} to {high}")
         return value
 
     @field_validator("model_source")
@@ -338,6 +445,11 @@ class AppConfig(_Strict):
     api_keys_file: str | None = Field(
         None, description="YAML/JSON file of API keys and roles (also: SLLM_RAY_API_KEYS env var)."
     )
+    allow_trust_remote_code: bool = Field(
+        False,
+        description="Accept engine_kwargs.trust_remote_code: true, which runs code from the model's "
+        "folder or hub repository in the engine hosts.",
+    )
     max_request_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted; beyond it 413."
     )
@@ -402,24 +514,32 @@ class AppConfig(_Strict):
         return self
 
 
+# The nested parts of a config a PATCH merges into, rather than replaces.
+_MERGED = ("autoscaling", "resources", "request_limits")
+
+
 class ModelUpdate(_Strict):
-    """A partial change to a registered model (PATCH). Nested ``autoscaling`` and
-    ``resources`` merge into the current values; ``engine_kwargs`` replaces them whole, so
-    an argument can be removed."""
+    """A partial change to a registered model (PATCH). Nested ``autoscaling``,
+    ``resources`` and ``request_limits`` merge into the current values; ``engine_kwargs``
+    replaces them whole, so an argument can be removed."""
 
     model_source: str | None = None
     engine_kwargs: dict[str, Any] | None = None
     autoscaling: dict[str, Any] | None = None
     resources: dict[str, Any] | None = None
+    request_limits: dict[str, Any] | None = None
     max_ongoing_requests: int | None = None
     max_queued_requests: int | None = None
     max_tokens_limit: int | None = None
     request_wait_timeout_s: float | None = None
     keep_asleep: bool | None = None
 
-    def apply(self, current: ModelConfig) -> ModelConfig:
-        data = current.model_dump()
+    def apply(self, current: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+        """The new config: this change over ``current``, a config or its fields as stored (a
+        record that no longer validates: a PATCH is how it is fixed)."""
+        data = current.model_dump() if isinstance(current, ModelConfig) else dict(current)
         for key, value in self.model_dump(exclude_unset=True).items():
-            merge = key in ("autoscaling", "resources") and value is not None
-            data[key] = {**data[key], **value} if merge else value
+            base = data.get(key)
+            merge = key in _MERGED and value is not None and isinstance(base, dict)
+            data[key] = {**base, **value} if merge else value
         return ModelConfig.model_validate(data)

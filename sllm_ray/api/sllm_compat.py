@@ -7,85 +7,106 @@ their JSON (``model``, ``backend``, ``num_gpus``, ``auto_scaling_config``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from sllm_ray.errors import UnprocessableError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sllm_ray.errors import UnprocessableError, validation_error
 
 # backend_config keys that belong to ServerlessLLM's transformers backend or to its own
 # loader; vLLM has no such engine argument.
 _NOT_ENGINE_ARGS = {"device_map", "hf_model_class", "pretrained_model_name_or_path"}
 _RENAMED = {"torch_dtype": "dtype"}
+# auto_scaling_config's fields as ours (``AutoscalingConfig``), which bounds their values.
+_AUTOSCALING = {
+    "min_instances": "min_replicas",
+    "max_instances": "max_replicas",
+    "target": "target_ongoing_requests",
+    "keep_alive": "keep_alive_s",
+}
 
 
-def _autoscaling(asc: dict[str, Any]) -> dict[str, Any]:
-    metric = asc.get("metric", "concurrency")
-    if metric != "concurrency":
-        raise UnprocessableError(
-            f"auto_scaling_config.metric {metric!r} is not supported (only 'concurrency')",
-            param="auto_scaling_config.metric",
-        )
-    mapping = {
-        "min_instances": "min_replicas",
-        "max_instances": "max_replicas",
-        "target": "target_ongoing_requests",
-        "keep_alive": "keep_alive_s",
-    }
-    unknown = set(asc) - set(mapping) - {"metric"}
-    if unknown:
-        raise UnprocessableError(
-            f"auto_scaling_config: unknown fields {sorted(unknown)}", param="auto_scaling_config"
-        )
-    return {ours: asc[theirs] for theirs, ours in mapping.items() if theirs in asc}
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _engine_kwargs(backend_config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        _RENAMED.get(key, key): value for key, value in backend_config.items() if key not in _NOT_ENGINE_ARGS
-    }
+_T = TypeVar("_T", bound=_Strict)
+
+
+class SllmAutoscaling(_Strict):
+    metric: Literal["concurrency"] = "concurrency"
+    target: float | None = None
+    min_instances: int | None = None
+    max_instances: int | None = None
+    keep_alive: float | None = None
+
+    def ours(self) -> dict[str, Any]:
+        """Our ``autoscaling`` fields, those given only."""
+        given = self.model_dump(exclude_unset=True)
+        return {ours: given[theirs] for theirs, ours in _AUTOSCALING.items() if theirs in given}
+
+
+class SllmDelete(_Strict):
+    """``POST /delete``'s body."""
+
+    model: str = Field(min_length=1)
+
+
+class SllmDeploy(SllmDelete):
+    """``sllm deploy``'s config: the body of ``/register`` and, its fields optional but the
+    model's, of ``/update``."""
+
+    backend: Literal["vllm"] = "vllm"
+    num_gpus: float | None = None
+    auto_scaling_config: SllmAutoscaling | None = None
+    backend_config: dict[str, Any] | None = None
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return {
+            _RENAMED.get(key, key): value
+            for key, value in (self.backend_config or {}).items()
+            if key not in _NOT_ENGINE_ARGS
+        }
+
+
+def _parsed(cls: type[_T], body: dict[str, Any]) -> _T:
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors(), UnprocessableError, every=True) from None
 
 
 def model_name(body: dict[str, Any]) -> str:
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise UnprocessableError("`model` is required", param="model")
-    return name
-
-
-def _check_backend(body: dict[str, Any]) -> None:
-    backend = body.get("backend", "vllm")
-    if backend != "vllm":
-        raise UnprocessableError(f"backend {backend!r} is not supported (only 'vllm')", param="backend")
+    """The model ``/delete`` names."""
+    return _parsed(SllmDelete, body).model
 
 
 def register_body(body: dict[str, Any]) -> dict[str, Any]:
     """ServerlessLLM's ``/register`` JSON as the body of ``POST /v1/admin/models``."""
-    name = model_name(body)
-    _check_backend(body)
-    backend_config = dict(body.get("backend_config") or {})
+    deploy = _parsed(SllmDeploy, body)
+    backend_config = deploy.backend_config or {}
     model: dict[str, Any] = {
-        "model": name,
-        "model_source": backend_config.get("pretrained_model_name_or_path") or name,
-        "engine_kwargs": _engine_kwargs(backend_config),
+        "model": deploy.model,
+        "model_source": backend_config.get("pretrained_model_name_or_path") or deploy.model,
+        "engine_kwargs": deploy.engine_kwargs(),
     }
-    if "auto_scaling_config" in body:
-        model["autoscaling"] = _autoscaling(body["auto_scaling_config"] or {})
-    if "num_gpus" in body:
-        model["resources"] = {"num_gpus": body["num_gpus"]}
+    if "auto_scaling_config" in deploy.model_fields_set:
+        model["autoscaling"] = deploy.auto_scaling_config.ours() if deploy.auto_scaling_config else {}
+    if deploy.num_gpus is not None:
+        model["resources"] = {"num_gpus": deploy.num_gpus}
     return model
 
 
 def update_patch(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """ServerlessLLM's ``/update`` JSON as (name, PATCH body)."""
-    name = model_name(body)
-    _check_backend(body)
+    deploy = _parsed(SllmDeploy, body)
     patch: dict[str, Any] = {}
-    if "auto_scaling_config" in body:
-        patch["autoscaling"] = _autoscaling(body["auto_scaling_config"] or {})
-    if "backend_config" in body:
-        backend_config = dict(body["backend_config"] or {})
-        if "pretrained_model_name_or_path" in backend_config:
-            patch["model_source"] = backend_config["pretrained_model_name_or_path"]
-        patch["engine_kwargs"] = _engine_kwargs(backend_config)
-    if "num_gpus" in body:
-        patch["resources"] = {"num_gpus": body["num_gpus"]}
-    return name, patch
+    if deploy.auto_scaling_config is not None:
+        patch["autoscaling"] = deploy.auto_scaling_config.ours()
+    if deploy.backend_config is not None:
+        if "pretrained_model_name_or_path" in deploy.backend_config:
+            patch["model_source"] = deploy.backend_config["pretrained_model_name_or_path"]
+        patch["engine_kwargs"] = deploy.engine_kwargs()
+    if deploy.num_gpus is not None:
+        patch["resources"] = {"num_gpus": deploy.num_gpus}
+    return deploy.model, patch

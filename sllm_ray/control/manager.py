@@ -42,17 +42,21 @@ from sllm_ray.control.readiness import pool_ready, readiness
 from sllm_ray.control.registry import (
     DELETING,
     DuplicateModelError,
+    InvalidRecord,
+    InvalidRecordError,
     ModelRecord,
     Registry,
     UnknownModelError,
+    UnstorableConfigError,
 )
-from sllm_ray.control.sources import SourceError, resolve_source
+from sllm_ray.control.sources import SourceError, check_engine_paths, resolve_source
 from sllm_ray.errors import (
     ConflictError,
     ErrorReply,
     ModelNotFoundError,
     OpenAIError,
     UnprocessableError,
+    internal_error,
     validation_error,
 )
 from sllm_ray.log_setup import configure_logging
@@ -187,15 +191,20 @@ class ModelManager:
     # Validation.
 
     def _checked(self, config: ModelConfig) -> ModelConfig:
-        try:
-            source = resolve_source(
-                config.model_source,
-                self._config.model_roots,
-                allow_hub=self._config.allow_hub_models,
-                base=self._base,
+        """The config with its source resolved, once its source and the paths among its engine
+        arguments lie inside the model roots and it runs no remote code unless allowed."""
+        if config.engine_kwargs.get("trust_remote_code") and not self._config.allow_trust_remote_code:
+            raise UnprocessableError(
+                "engine_kwargs.trust_remote_code runs the model's own code in the engine hosts; "
+                "this app does not allow it (allow_trust_remote_code)",
+                param="engine_kwargs.trust_remote_code",
             )
+        roots, allow_hub = self._config.model_roots, self._config.allow_hub_models
+        try:
+            source = resolve_source(config.model_source, roots, allow_hub=allow_hub, base=self._base)
+            check_engine_paths(config.engine_kwargs, roots, allow_hub=allow_hub, base=self._base)
         except SourceError as exc:
-            raise UnprocessableError(str(exc), param="model_source") from None
+            raise UnprocessableError(str(exc), param=exc.param) from None
         return config.model_copy(update={"model_source": source})
 
     async def _check_engine_kwargs(self, config: ModelConfig) -> None:
@@ -304,13 +313,18 @@ class ModelManager:
 
     async def _reconcile(self) -> None:
         """Bring Serve in line with the registry after a (re)start."""
-        records = self._registry.list()
-        wanted = {self._app(r.name) for r in records if r.state != DELETING}
+        records = self._registry.list_all()
+        # A record that fails to load is skipped (listed as invalid): its application too.
+        wanted = {self._app(r.name) for r in records if isinstance(r, ModelRecord) and r.state != DELETING}
         for record in records:
             try:
                 if record.state == DELETING:
                     await self._delete_app(self._app(record.name))
                     self._registry.remove(record.name)
+                elif isinstance(record, InvalidRecord):
+                    logger.error(
+                        "skipped model %s, its stored config is invalid: %s", record.name, record.reason
+                    )
                 else:
                     await self._deploy(record.config)
             except Exception:
@@ -452,35 +466,60 @@ class ModelManager:
             record = self._registry.add(config)
         except DuplicateModelError as exc:
             raise ConflictError(str(exc), param="model") from None
+        except UnstorableConfigError as exc:
+            raise UnprocessableError(str(exc)) from None
         try:
             await self._deploy(config)
         except Exception as exc:
             self._registry.remove(config.model)
             self._deployed.pop(config.model, None)
-            logger.exception("could not deploy model %s", config.model)
-            raise OpenAIError(f"model could not be deployed: {type(exc).__name__}: {exc}") from exc
+            raise internal_error(logger, f"could not deploy model {config.model}", exc) from None
         return record.to_json()
 
     @_client_errors
     async def update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A PATCH; it also ends a failed model's backoff: the model is deployed again now."""
-        current = self._get(name)
+        current = self._lookup(name)
         try:
             update = ModelUpdate.model_validate(patch)
-            config = update.apply(current.config)
+            # A record that no longer loads is fixed by a PATCH over its stored fields.
+            config = update.apply(current.config if isinstance(current, ModelRecord) else current.stored)
         except ValidationError as exc:
             raise validation_error(exc.errors(), UnprocessableError, every=True) from None
+        if config.model != name:
+            raise UnprocessableError(f"model: a PATCH of `{name}` cannot rename it", param="model")
         config = await self._validated(config)
+        before = self._deployed.get(name)
+        self._failures.clear(name)
+        await self._stopped(name)
+        # Applied before it is stored: a config Serve refuses leaves the stored one in place.
+        try:
+            await self._deploy(config)
+        except Exception as exc:
+            error = internal_error(
+                logger, f"could not deploy model {name}'s new config; kept the old one", exc
+            )
+            await self._restore(current)
+            raise error from None
         try:
             record = self._registry.replace(config)
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
-        before = self._deployed.get(name)
-        self._failures.clear(name)
-        await self._stopped(name)
-        await self._deploy(config)
+        except UnstorableConfigError as exc:
+            await self._restore(current)
+            raise UnprocessableError(str(exc)) from None
         rolled = before is None or self._deployed[name].engine_fingerprint() != before.engine_fingerprint()
         return {**record.to_json(), "replicas_rolled": rolled}
+
+    async def _restore(self, record: ModelRecord | InvalidRecord) -> None:
+        """Deploy the stored config again after a change that could not be applied."""
+        if not isinstance(record, ModelRecord):
+            self._deployed.pop(record.name, None)
+            return
+        try:
+            await self._deploy(record.config)
+        except Exception:
+            logger.exception("could not redeploy model %s's stored config", record.name)
 
     @_client_errors
     async def delete(self, name: str) -> dict[str, Any]:
@@ -495,7 +534,8 @@ class ModelManager:
         self._failures.clear(name)
         await self._stopped(name)
         await self._delete_app(self._app(name))
-        self._nodes.forget(record.config)
+        if isinstance(record, ModelRecord):  # an invalid one prepared no checkpoints
+            self._nodes.forget(record.config)
         self._registry.remove(name)
         self._preferred.pop(name, None)
         self._last_used.pop(name, None)
@@ -507,13 +547,21 @@ class ModelManager:
         deployment = app.deployments.get(record.config.deployment_name) if app else None
         return {str(k): v for k, v in deployment.replica_states.items() if v} if deployment else {}
 
-    def _get(self, name: str) -> ModelRecord:
+    def _lookup(self, name: str) -> ModelRecord | InvalidRecord:
         try:
-            record = self._registry.get(name)
+            record = self._registry.lookup(name)
         except UnknownModelError:
             raise ModelNotFoundError(name) from None
         if record.state == DELETING:
             raise ModelNotFoundError(name)
+        return record
+
+    def _get(self, name: str) -> ModelRecord:
+        record = self._lookup(name)
+        if isinstance(record, InvalidRecord):
+            raise UnprocessableError(
+                f"{InvalidRecordError(record)}; fix it with a PATCH or DELETE it", param="model"
+            )
         return record
 
     async def routing(self) -> tuple[int, list[ModelConfig], dict[str, StartFailure]]:
@@ -550,10 +598,13 @@ class ModelManager:
     async def describe(self, name: str | None = None) -> list[dict[str, Any]]:
         """Registry records with their live state: replicas by state, last use, the engine
         arguments replicas are built with, a failed start."""
-        records = [self._get(name)] if name is not None else self._registry.list()
+        records = [self._lookup(name)] if name is not None else self._registry.list_all()
         apps = serve.status().applications
         out = []
         for record in records:
+            if isinstance(record, InvalidRecord):  # listed, so the operator can fix or delete it
+                out.append(record.to_json())
+                continue
             app = apps.get(self._app(record.name))
             deployment = app.deployments.get(record.config.deployment_name) if app else None
             replicas = self._replicas(apps, record)

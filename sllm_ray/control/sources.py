@@ -7,8 +7,9 @@ registration rather than a replica that fails to start minutes later.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # Hugging Face ids: "name" or "org/name" with letters, digits, "-", "_", ".".
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -16,7 +17,12 @@ _PATH_PREFIXES = ("/", "./", "../", "~")
 
 
 class SourceError(ValueError):
-    """The model source is not one this deployment accepts."""
+    """A model source (or a path among the engine arguments, named by ``param``) that this
+    deployment does not accept."""
+
+    def __init__(self, message: str, param: str = "model_source") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def _check_model_folder(folder: Path, source: str) -> None:
@@ -32,6 +38,30 @@ def _check_model_folder(folder: Path, source: str) -> None:
         )
 
 
+def _inside_roots(source: str, roots: Sequence[str | Path], base: Path, what: str) -> Path:
+    """The path ``source`` names (relative: to ``base``), symlinks and ``..`` resolved, when it
+    lies inside one of ``roots``; else ``SourceError`` (``what``: the field, for its message).
+    It need not exist."""
+    real = (base / Path(source).expanduser()).resolve()
+    allowed = [(base / Path(root).expanduser()).resolve() for root in roots]
+    if not any(real.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed) or "(none configured)"
+        raise SourceError(f"{what} {source!r} lies outside the allowed model roots: {shown}", what)
+    return real
+
+
+def _looks_local(source: str, roots: Sequence[str | Path], base: Path) -> bool:
+    """Whether ``source`` is meant as a folder, though none may exist there: a path prefix, a
+    Windows separator, more segments than a hub id has (``org/name``), or a first segment
+    that is a model root or an existing folder (``models/does-not-exist``: a typo, never a
+    hub repository to download)."""
+    if source.startswith(_PATH_PREFIXES) or "\\" in source or source.count("/") > 1:
+        return True
+    first, _, rest = source.partition("/")
+    root_names = {Path(root).expanduser().parts[0] for root in roots if Path(root).parts}
+    return bool(rest) and (first in root_names or (base / first).is_dir())
+
+
 def resolve_source(
     source: str, roots: Sequence[str | Path], *, allow_hub: bool = True, base: Path | None = None
 ) -> str:
@@ -39,20 +69,76 @@ def resolve_source(
     inside one of ``roots``, or a hub id unchanged. Relative paths are taken from ``base``
     (default: the working directory)."""
     base = base or Path.cwd()
-    path = Path(source).expanduser()
-    candidate = path if path.is_absolute() else base / path
-    if candidate.exists() or source.startswith(_PATH_PREFIXES) or "\\" in source:
-        real = candidate.resolve()
-        if not real.is_dir():
+    candidate = base / Path(source).expanduser()
+    if candidate.exists() or _looks_local(source, roots, base):
+        if not candidate.resolve().is_dir():
             raise SourceError(f"model_source folder {source!r} does not exist")
-        allowed = [(base / Path(root).expanduser()).resolve() for root in roots]
-        if not any(real.is_relative_to(root) for root in allowed):
-            shown = ", ".join(str(r) for r in allowed) or "(none configured)"
-            raise SourceError(f"model_source {source!r} lies outside the allowed model roots: {shown}")
+        real = _inside_roots(source, roots, base, "model_source")
         _check_model_folder(real, source)
         return str(real)
-    if ".." not in source and _HUB_ID.match(source):
+    if _is_hub_id(source, roots, base):
         if not allow_hub:
             raise SourceError("hub model ids are disabled here (allow_hub_models: false)")
         return source
     raise SourceError(f"model_source {source!r} is neither an existing folder nor a Hugging Face id")
+
+
+# vLLM engine arguments that name a file or folder the engine reads (or writes). Each must
+# lie inside the model roots, like model_source: an admin could otherwise have an engine
+# read any file the node can (a tokenizer "folder" of /etc, media from anywhere).
+PATH_ENGINE_ARGS = frozenset(
+    {
+        "model",
+        "tokenizer",
+        "download_dir",
+        "hf_config_path",
+        "allowed_local_media_path",
+        "generation_config",
+        "qlora_adapter_name_or_path",
+    }
+)
+# Of those, the ones that may instead name a Hugging Face repository (or, for
+# generation_config, one of vLLM's keywords).
+_HUB_OR_PATH = frozenset({"model", "tokenizer", "hf_config_path", "generation_config"})
+_GENERATION_CONFIG_KEYWORDS = frozenset({"auto", "vllm"})
+
+
+def check_engine_paths(
+    engine_kwargs: Mapping[str, Any], roots: Sequence[str | Path], *, allow_hub: bool, base: Path
+) -> None:
+    """Every path among a model's engine arguments inside the model roots, else
+    ``SourceError`` (``param``: the argument). Checked: the arguments that name files
+    (``PATH_ENGINE_ARGS``) and, in the nested ones (``model_loader_extra_config``,
+    ``speculative_config``, ...), every string that looks like a path."""
+    for key, value in engine_kwargs.items():
+        param = f"engine_kwargs.{key}"
+        if key in PATH_ENGINE_ARGS and isinstance(value, str):
+            if key == "generation_config" and value in _GENERATION_CONFIG_KEYWORDS:
+                continue
+            if key in _HUB_OR_PATH and _is_hub_id(value, roots, base):
+                if not allow_hub:
+                    raise SourceError(f"{param}: hub ids are disabled here (allow_hub_models: false)", param)
+                continue
+            _inside_roots(value, roots, base, param)
+        elif isinstance(value, Mapping | list):
+            for text in _strings(value):
+                if text.startswith(_PATH_PREFIXES) or "\\" in text:
+                    _inside_roots(text, roots, base, param)
+
+
+def _is_hub_id(value: str, roots: Sequence[str | Path], base: Path) -> bool:
+    """A Hugging Face id, not a folder (existing or mistyped)."""
+    if (base / value).exists() or _looks_local(value, roots, base):
+        return False
+    return ".." not in value and bool(_HUB_ID.match(value))
+
+
+def _strings(value: object) -> list[str]:
+    """Every string inside a nested engine argument (dict values, list items)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []

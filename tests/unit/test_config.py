@@ -64,6 +64,59 @@ def test_invalid_model_configs_are_rejected(data: dict, fragment: str) -> None:
         ModelConfig.model_validate(data)
 
 
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        # NaN and infinities: pydantic would store them as null, a record that never loads again.
+        ({"autoscaling": {"keep_alive_s": INF}}, "finite number"),
+        ({"autoscaling": {"target_ongoing_requests": NAN}}, "finite number"),
+        ({"request_wait_timeout_s": INF}, "finite number"),
+        ({"resources": {"num_cpus": NAN}}, "finite number"),
+        ({"resources": {"custom": {"zone": INF}}}, "finite number"),
+        ({"engine_kwargs": {"gpu_memory_utilization": NAN}}, "not a finite number"),
+        ({"engine_kwargs": {"hf_overrides": {"rope_theta": INF}}}, "not a finite number"),
+        ({"engine_kwargs": {"seed": 10**30}}, "not a finite number"),
+        ({"engine_kwargs": {"x": b"bytes"}}, "not a JSON value"),
+        # Sane upper bounds, where Serve would take the config and fail on it later.
+        ({"autoscaling": {"max_replicas": 10**6}}, "less than or equal to 1000"),
+        ({"autoscaling": {"max_replicas": 1e29}}, "max_replicas"),
+        ({"autoscaling": {"demand_push_interval_s": 1e-9}}, "greater than or equal to 0.01"),
+        ({"autoscaling": {"keep_alive_s": 1e12}}, "less than or equal"),
+        ({"max_ongoing_requests": 10**9}, "less than or equal"),
+        ({"resources": {"num_gpus": 1e6}}, "less than or equal"),
+        ({"engine_kwargs": {"max_model_len": -1}}, "max_model_len must be a number from 1"),
+        ({"engine_kwargs": {"max_model_len": "512"}}, "max_model_len must be a number"),
+        ({"engine_kwargs": {"tensor_parallel_size": 0}}, "tensor_parallel_size"),
+        ({"request_limits": {"n": 0}}, "greater than or equal"),
+        ({"request_limits": {"unknown": 1}}, "Extra inputs"),
+        # Names that URL normalisation would turn into another name.
+        ({"model": "a/../b"}, "path segments"),
+        ({"model": "a/./b"}, "path segments"),
+        ({"model": "a//b"}, "path segments"),
+        ({"model": "a/"}, "path segments"),
+    ],
+)
+def test_numbers_and_names_are_bounded(settings: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        ModelConfig.model_validate({"model": "m", "model_source": "x", **settings})
+
+
+def test_a_valid_config_reads_back_as_itself() -> None:
+    config = ModelConfig.model_validate(
+        {
+            "model": "org/m.v1:2",
+            "model_source": "x",
+            "engine_kwargs": {"max_model_len": 512, "hf_overrides": {"a": [1.5, None, True]}},
+            "autoscaling": {"keep_alive_s": 0.5},
+            "request_limits": {"n": 4},
+        }
+    )
+    assert ModelConfig.model_validate_json(config.model_dump_json()) == config
+
+
 def test_duplicate_model_names_are_rejected() -> None:
     m = {"model": "m", "model_source": "x"}
     with pytest.raises(ValidationError, match="listed twice"):
@@ -105,6 +158,13 @@ def test_invalid_patches_are_rejected(patch: dict) -> None:
     current = ModelConfig(model="m", model_source="org/m")
     with pytest.raises(ValidationError):
         ModelUpdate.model_validate(patch).apply(current)
+
+
+def test_a_patch_fixes_stored_fields_that_no_longer_validate() -> None:
+    stored = {"model": "m", "model_source": "org/m", "autoscaling": {"keep_alive_s": None, "max_replicas": 2}}
+    fixed = ModelUpdate(autoscaling={"keep_alive_s": 30}, request_limits={"n": 2}).apply(stored)
+    assert fixed.autoscaling.keep_alive_s == 30 and fixed.autoscaling.max_replicas == 2
+    assert fixed.request_limits.n == 2 and fixed.request_limits.best_of == 16
 
 
 def test_shipped_serve_yaml_is_valid() -> None:

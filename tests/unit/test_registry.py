@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from sllm_ray.config import ModelConfig
-from sllm_ray.control.registry import DELETING, DuplicateModelError, Registry, UnknownModelError
+from sllm_ray.control.registry import (
+    DELETING,
+    DuplicateModelError,
+    InvalidRecord,
+    InvalidRecordError,
+    Registry,
+    UnknownModelError,
+    UnstorableConfigError,
+)
 
 
 def model(name: str, **extra: object) -> ModelConfig:
@@ -87,3 +95,54 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert names == sorted([f"own-{i}" for i in range(8)] + ["shared"])
     assert outcomes.count("added shared") == 1 and outcomes.count("duplicate shared") == 7
     assert all(Registry(path).get(f"own-{i}").config.max_tokens_limit == 5 for i in range(8))
+
+
+def _poison(path: Path, name: str, text: str) -> None:
+    """Write a record as a hand edit (or an older version) would."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE models SET config = ? WHERE name = ?", (text, name))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"model": "bad", "model_source": "org/m", "autoscaling": {"keep_alive_s": null}}',
+        '{"model": "bad", "model_source": "org/m", "from_a_later_version": 1}',
+        "not json",
+        "[1, 2]",
+    ],
+)
+def test_a_record_that_fails_to_load_is_skipped_listed_and_fixable(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "r.sqlite"
+    registry = Registry(path)
+    registry.add(model("good"))
+    registry.add(model("bad"))
+    _poison(path, "bad", text)
+    again = Registry(path)  # a restart reads every record: it must not fail
+    assert [r.name for r in again.list()] == ["good"]
+    (invalid,) = [r for r in again.list_all() if isinstance(r, InvalidRecord)]
+    assert invalid.name == "bad" and invalid.reason
+    assert invalid.to_json()["state"] == "invalid" and invalid.to_json()["invalid_reason"] == invalid.reason
+    with pytest.raises(InvalidRecordError, match="stored config is invalid"):
+        again.get("bad")
+    again.replace(model("bad", max_tokens_limit=3))  # fixed
+    assert again.get("bad").config.max_tokens_limit == 3
+    _poison(path, "bad", text)
+    assert isinstance(again.mark_deleting("bad"), InvalidRecord)  # and deletable
+    again.remove("bad")
+    assert [r.name for r in again.list_all()] == ["good"]
+
+
+def test_a_config_that_would_not_read_back_is_not_stored(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.sqlite")
+    # Past validation (model_construct): an infinity pydantic would write as null.
+    poisoned = model("m").model_copy(update={"request_wait_timeout_s": float("inf")})
+    with pytest.raises(UnstorableConfigError):
+        registry.add(poisoned)
+    assert registry.list_all() == []
+    registry.add(model("m"))
+    with pytest.raises(UnstorableConfigError):
+        registry.replace(poisoned)
+    assert registry.get("m").config == model("m")

@@ -78,8 +78,33 @@ def test_update_only_touches_given_sections() -> None:
         {"model": "m", "backend": "transformers"},
         {"model": "m", "auto_scaling_config": {"metric": "rps"}},
         {"model": "m", "auto_scaling_config": {"min_instance": 1}},
+        # A string where an object belongs (was an AttributeError, a 500).
+        {"model": "m", "auto_scaling_config": "fast"},
+        {"model": "m", "backend_config": "org/m"},
+        {"model": "m", "backend_config": [["a", 1]]},  # dict() took it: "dictionary update sequence"
+        {"model": ["m"]},
+        {"model": "m", "num_gpus": "one"},
+        {"model": "m", "auto_scaling_config": {"max_instances": "many"}},
+        {"model": "m", "unknown_field": 1},  # unknown fields are refused, as by the admin API
     ],
 )
 def test_unsupported_input_is_422(body: dict) -> None:
     with pytest.raises(UnprocessableError):
         sllm_compat.register_body(body)
+    with pytest.raises(UnprocessableError):
+        sllm_compat.update_patch(body)
+
+
+def test_delete_takes_a_model_name_only() -> None:
+    assert sllm_compat.model_name({"model": "m"}) == "m"
+    for body in ({}, {"model": 3}, {"model": "m", "force": True}):
+        with pytest.raises(UnprocessableError):
+            sllm_compat.model_name(body)
+
+
+def test_out_of_bounds_instances_are_refused() -> None:
+    with pytest.raises(UnprocessableError, match="max_instances"):  # was a 500 from Serve
+        sllm_compat.register_body({"model": "m", "auto_scaling_config": {"max_instances": 1e29}})
+    body = sllm_compat.register_body({"model": "m", "auto_scaling_config": {"max_instances": 10**6}})
+    with pytest.raises(ValueError, match="max_replicas"):  # by our config's bound
+        ModelConfig.model_validate(body)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sllm_ray.control.sources import SourceError, resolve_source
+from sllm_ray.control.sources import SourceError, check_engine_paths, resolve_source
 
 
 def model_folder(path: Path) -> Path:
@@ -47,7 +47,12 @@ def test_hub_ids_can_be_disabled(base: Path) -> None:
         ("models/a/../../elsewhere/b", "outside the allowed model roots"),
         ("./models/missing", "does not exist"),
         ("/no/such/folder", "does not exist"),
-        ("org/../x", "neither"),
+        ("org/../x", "does not exist"),  # a path, not a hub id
+        # Mistyped folders are not hub ids to download: a root's name, an existing folder,
+        # more segments than org/name.
+        ("models/does-not-exist", "does not exist"),
+        ("elsewhere/typo", "does not exist"),
+        ("a/b/c", "does not exist"),
         ("bad id with spaces", "neither"),
     ],
 )
@@ -72,3 +77,39 @@ def test_folders_without_a_model_are_rejected(base: Path) -> None:
     (base / "models" / "empty" / "rank_0").mkdir()
     (base / "models" / "empty" / "rank_0" / "tensor_index.json").write_text("{}")
     assert resolve_source("models/empty", ["models"], base=base).endswith("empty")  # sllm-store format
+
+
+@pytest.mark.parametrize(
+    ("engine_kwargs", "param"),
+    [
+        ({"tokenizer": "/etc"}, "engine_kwargs.tokenizer"),
+        ({"tokenizer": "elsewhere/b"}, "engine_kwargs.tokenizer"),
+        ({"tokenizer": "models/../elsewhere/b"}, "engine_kwargs.tokenizer"),
+        ({"model": "/etc"}, "engine_kwargs.model"),
+        ({"download_dir": "/tmp/anywhere"}, "engine_kwargs.download_dir"),
+        ({"allowed_local_media_path": "/"}, "engine_kwargs.allowed_local_media_path"),
+        (
+            {"model_loader_extra_config": {"paths": ["/etc/passwd"]}},
+            "engine_kwargs.model_loader_extra_config",
+        ),
+        ({"speculative_config": {"model": "../elsewhere/b"}}, "engine_kwargs.speculative_config"),
+    ],
+)
+def test_engine_argument_paths_must_lie_inside_the_roots(base: Path, engine_kwargs: dict, param: str) -> None:
+    with pytest.raises(SourceError, match="outside the allowed model roots") as caught:
+        check_engine_paths(engine_kwargs, ["models"], allow_hub=True, base=base)
+    assert caught.value.param == param
+
+
+def test_engine_argument_paths_inside_the_roots_and_hub_ids_pass(base: Path) -> None:
+    inside = {
+        "tokenizer": "models/a",
+        "download_dir": str(base / "models" / "cache"),
+        "model_loader_extra_config": {"paths": ["./models/a/model.safetensors"], "n": 1},
+        "generation_config": "auto",
+        "dtype": "float16",
+    }
+    check_engine_paths(inside, ["models"], allow_hub=True, base=base)
+    check_engine_paths({"tokenizer": "org/tokenizer"}, ["models"], allow_hub=True, base=base)
+    with pytest.raises(SourceError, match="disabled"):
+        check_engine_paths({"tokenizer": "org/tokenizer"}, ["models"], allow_hub=False, base=base)
