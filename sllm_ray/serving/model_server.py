@@ -31,6 +31,7 @@ from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
+from sllm_ray.errors import ServiceUnavailableError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -45,6 +46,9 @@ COLD_WINDOW_S = 10.0
 # A replica on a node that just joined waits this long for the manager to start the
 # node's pool (it looks every few seconds).
 POOL_WAIT_S = 30.0
+# Retry-After of a request whose engine host went away: Serve replaces the replica
+# (its health check fails) within seconds.
+ENGINE_LOST_RETRY_S = 5
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -200,6 +204,13 @@ class ModelServer:
                 yield Accepted(self._replica, first.result(), start)
             async for item in stream:
                 yield item
+        except ChannelError as exc:
+            # Its message names the host's process: for the log, not for the client.
+            logger.warning("replica %s lost its engine host mid-request: %s", self._replica, exc)
+            raise ServiceUnavailableError(
+                f"the engine host of model `{self._config.model}` went away mid-request; retry",
+                ENGINE_LOST_RETRY_S,
+            ) from None
         finally:
             self._first_wave = False
             # The caller may have gone away mid-reply: end the stream, which aborts in vLLM.

@@ -197,3 +197,23 @@ def test_health_and_unknown_route(serve_app: str) -> None:
     resp = httpx.get(f"{serve_app}/v1/nothing-here")
     assert resp.status_code == 404
     _error(resp)
+
+
+def test_vllms_own_validation_errors_are_400_with_its_message(client: openai.OpenAI) -> None:
+    """vLLM's request validators raise its own errors past pydantic, in the engine host
+    (they were 500s carrying Ray's traceback)."""
+    with pytest.raises(openai.BadRequestError, match="non-empty") as empty:
+        client.completions.create(model=MODEL, prompt="", max_tokens=4)
+    assert empty.value.status_code == 400
+    assert "pid=" not in empty.value.message and "Traceback" not in empty.value.message
+    tools = [{"type": "function", "function": {"name": "known", "parameters": {"type": "object"}}}]
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            tools=tools,
+            tool_choice={"type": "function", "function": {"name": "unknown"}},
+            max_tokens=4,
+        )
+    reply = client.completions.create(model=MODEL, prompt="Once", max_tokens=2, extra_body=EXACT)
+    assert reply.choices[0].text

@@ -13,15 +13,19 @@ from fake_app import APP, BASE_URL, FAKE, PREFIX, fake_model
 
 
 @pytest.fixture(scope="session")
-def fake_app(
-    ray_session: None, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def fake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app's data_dir: its registry is data/registry.sqlite."""
+    return tmp_path_factory.mktemp("fake-data")
+
+
+@pytest.fixture(scope="session")
+def fake_app(ray_session: None, tiny_model_dir: Path, fake_data_dir: Path) -> Iterator[str]:
     from ray import serve
 
     from sllm_ray.builder import build_app
     from sllm_ray.names import model_app_prefix
 
-    data = tmp_path_factory.mktemp("fake-data")
+    data = fake_data_dir
     config = {
         "engine_cls": FAKE,
         "data_dir": str(data),
