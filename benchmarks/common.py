@@ -312,13 +312,17 @@ class Pool:
 
     @property
     def settled(self) -> bool:
-        """Quiet: the pool prepared and no host on its way to ready; a pool that reports
-        only counts also has a host ready (unless its size is 0). A node whose status
+        """Quiet: the pool prepared, no host on its way to ready and, where it reports
+        them, its replica workers all started; a pool that reports only counts also has a
+        host ready (unless its size is 0). A node whose status
         names no pool at all counts as settled: there is nothing to wait for."""
         if not self.raw:
             return True
         if not self.prepared or self.preparing:
             return False
+        workers = self.raw.get("replica_workers")
+        if isinstance(workers, dict) and _count(workers.get("idle")) < _count(workers.get("target")):
+            return False  # Ray is still starting replica workers: seconds of CPU each
         return self.hosts is not None or self.ready >= min(1, _count(self.raw.get("size", 1)))
 
 

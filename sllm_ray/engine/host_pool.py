@@ -61,6 +61,18 @@ CALL_TIMEOUT_S = 30.0
 # Environment of the launcher and so of every host: the CPU build keeps its model worker
 # in-process only when vLLM's multiprocessing is off (it affects nothing else in AsyncLLM).
 HOST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# Defaults the node's own environment overrides. OpenMP's threads spin between parallel
+# regions by default: an engine building (or idle between steps) then burns the cores
+# that the other engines, Serve's controller and the replicas need. Sleeping at once
+# took a lone cold start from 1.5-2.1 s to 1.1-1.2 s and a burst of four from up to
+# 9.2 s to at most 3.7 s on 2 cores (benchmarks/burst.py).
+HOST_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def host_env() -> dict[str, str]:
+    """The environment the launcher adds to the node's."""
+    return {**{k: os.environ.get(k, v) for k, v in HOST_ENV_DEFAULTS.items()}, **HOST_ENV}
+
 
 READY, SERVING, ASLEEP, EXITING = "ready", "serving", "asleep", "exiting"
 
@@ -147,7 +159,7 @@ class HostPool:
         self.slow_claims = 0
         self.hot_claims = 0
         self.evictions = 0
-        self._launcher = Launcher(engine_cls, HOST_ENV, self._host_exited)
+        self._launcher = Launcher(engine_cls, host_env(), self._host_exited)
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._start_launcher())
         self._min_workers = min_workers

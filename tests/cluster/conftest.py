@@ -61,6 +61,7 @@ def admin(cluster: Any, tiny_model_dir: Path, data_dir: Path) -> Iterator[httpx.
         "engine_hosts_per_node": 1,
         "engine_sleepers_per_node": 1,
         "store_prefetch_nodes": 1,
+        "replica_workers_per_node": 1,  # three nodes share two cores: each idle worker costs seconds to start
     }
     serve.start(http_options={"host": "127.0.0.1", "port": PORT}, proxy_location="HeadOnly")
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
