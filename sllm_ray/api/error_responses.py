@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sllm_ray.errors import OpenAIError, carried_error, internal_error, validation_error
@@ -45,6 +46,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(OpenAIError(str(exc.detail), status=exc.status_code, type=kind))
+
+    # Ray's wrapper of a remote method's error, handled here rather than as an unexpected
+    # exception: Starlette re-raises those after answering (a traceback at ERROR), and the
+    # error it carries may be the client's mistake.
+    @app.exception_handler(RayTaskError)
+    async def _remote(request: Request, exc: RayTaskError) -> JSONResponse:
+        return error_response(as_openai_error(exc, f"{request.method} {request.url.path}"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -31,6 +31,10 @@ def client() -> TestClient:
     async def remote_404() -> None:
         raise _from_ray(ModelNotFoundError("nope"))
 
+    @app.get("/remote-404-plain")
+    async def remote_404_plain() -> None:  # a RayTaskError that is not also the cause's class
+        raise RayTaskError("ModelManager.describe", f"Traceback ... {SECRET}", ModelNotFoundError("nope"))
+
     @app.get("/fault")
     async def fault() -> None:
         raise RuntimeError(SECRET)
@@ -53,11 +57,13 @@ def test_an_error_carried_across_ray_is_found_innermost() -> None:
     assert carried_error(_from_ray(ValueError("x"))) is None
 
 
+@pytest.mark.parametrize("route", ["/remote-404", "/remote-404-plain"])
 def test_a_client_error_from_a_ray_call_keeps_its_status(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    client: TestClient, caplog: pytest.LogCaptureFixture, route: str
 ) -> None:
+    strict = TestClient(client.app)  # answered, not re-raised as an unexpected exception
     with caplog.at_level(logging.INFO):
-        reply = client.get("/remote-404")
+        reply = strict.get(route)
     assert reply.status_code == 404
     assert reply.json() == {
         "error": {
