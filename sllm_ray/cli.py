@@ -123,6 +123,11 @@ def _models_table(models: list[dict[str, Any]]) -> str:
     rows = []
     for m in models:
         config = m["config"]
+        if m.get("state") == "invalid":  # a stored record that fails to load: no live state
+            rows.append(
+                [m["model"], "invalid", "-", "-", "-", "-", "-", str(config.get("model_source", "-"))]
+            )
+            continue
         scaling = config["autoscaling"]
         rows.append(
             [
@@ -139,7 +144,12 @@ def _models_table(models: list[dict[str, Any]]) -> str:
     table = _table(
         rows, ["MODEL", "STATE", "STATUS", "REPLICAS", "QUEUED", "MIN-MAX", "KEEP-ALIVE", "SOURCE"]
     )
-    return "\n".join([table, *(_failure_line(m) for m in models if m.get("start_failure"))])
+    invalid = [
+        f"{m['model']}: stored config is invalid: {m['invalid_reason']}"
+        for m in models
+        if m.get("invalid_reason")
+    ]
+    return "\n".join([table, *(_failure_line(m) for m in models if m.get("start_failure")), *invalid])
 
 
 def _failure_line(described: dict[str, Any]) -> str:
