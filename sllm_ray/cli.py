@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 import yaml
 
+from sllm_ray.simulator import command as simulate_command
+from sllm_ray.workload.traces import TraceError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -192,6 +195,11 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> str:
 
 def _run(args: argparse.Namespace) -> tuple[Any, str]:
     """Do the command; return (JSON result, its human-readable form)."""
+    if args.command == "simulate":  # no server
+        try:
+            return simulate_command.run(args)
+        except (simulate_command.SimulateError, TraceError) as exc:
+            raise CLIError(str(exc)) from exc
     client = Client(args.url, args.api_key)
     if args.command == "deploy":
         if args.file:
@@ -258,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("delete", help="remove a model").add_argument("name")
     sub.add_parser("list", help="registered models and their replicas")
     sub.add_parser("status", help="the server at a glance")
+    simulate_command.add_arguments(
+        sub.add_parser("simulate", help="simulate a cluster's day under each policy (docs/simulator.md)")
+    )
     return p
 
 

@@ -30,6 +30,17 @@ DEFAULT_NETWORK_BYTES_PER_S = 1.25e9
 
 
 @dataclass(frozen=True)
+class EngineTimings:
+    """Seconds besides moving the weights; the simulator passes its calibrated ones."""
+
+    wake_s: float = WAKE_S
+    build_s: float = BUILD_S
+
+
+DEFAULT_TIMINGS = EngineTimings()
+
+
+@dataclass(frozen=True)
 class NodeState:
     """One node, as its checkpoint store and engine-host pool last reported it."""
 
@@ -66,27 +77,37 @@ def fits(available: Mapping[str, float], actor_options: Mapping[str, Any]) -> bo
     return all(available.get(name, 0) >= amount for name, amount in needs.items() if amount)
 
 
-def estimate(node: NodeState, keys: Iterable[str], fingerprint: str, size_bytes: int) -> Estimate:
+def estimate(
+    node: NodeState,
+    keys: Iterable[str],
+    fingerprint: str,
+    size_bytes: int,
+    timings: EngineTimings = DEFAULT_TIMINGS,
+) -> Estimate:
     """Seconds until an engine of the model could be ready on ``node``. ``keys`` are the
     checkpoint's store keys (by name, and its engine layout): the fastest held counts."""
     if fingerprint in node.sleeping:
-        return Estimate(node.node_id, HOT, WAKE_S)
+        return Estimate(node.node_id, HOT, timings.wake_s)
     held = {node.tiers[k] for k in keys if k in node.tiers}
     bandwidth = {"network": DEFAULT_NETWORK_BYTES_PER_S, **node.bandwidth}
     if DRAM in held:
-        return Estimate(node.node_id, DRAM, BUILD_S + size_bytes / bandwidth.get(DRAM, 1e10))
+        return Estimate(node.node_id, DRAM, timings.build_s + size_bytes / bandwidth.get(DRAM, 1e10))
     queue_s = node.queued_bytes / bandwidth.get(DISK, 1e9)
     if DISK in held:
-        return Estimate(node.node_id, DISK, BUILD_S + queue_s + size_bytes / bandwidth.get(DISK, 1e9))
-    return Estimate(node.node_id, REMOTE, BUILD_S + queue_s + size_bytes / bandwidth["network"])
+        return Estimate(node.node_id, DISK, timings.build_s + queue_s + size_bytes / bandwidth.get(DISK, 1e9))
+    return Estimate(node.node_id, REMOTE, timings.build_s + queue_s + size_bytes / bandwidth["network"])
 
 
 def rank(
-    nodes: Iterable[NodeState], keys: Iterable[str], fingerprint: str, size_bytes: int
+    nodes: Iterable[NodeState],
+    keys: Iterable[str],
+    fingerprint: str,
+    size_bytes: int,
+    timings: EngineTimings = DEFAULT_TIMINGS,
 ) -> list[Estimate]:
     """Every node's estimate, soonest ready first (ties: by node id, so stable)."""
     keys = tuple(keys)
     return sorted(
-        (estimate(n, keys, fingerprint, size_bytes) for n in nodes),
+        (estimate(n, keys, fingerprint, size_bytes, timings) for n in nodes),
         key=lambda e: (e.seconds, e.node_id),
     )

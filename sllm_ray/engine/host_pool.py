@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import psutil
@@ -39,6 +39,7 @@ from sllm_ray.engine.launcher import Launcher, LauncherError
 from sllm_ray.engine.process_exit import wait_exit
 from sllm_ray.engine.records import HostLease, HostRecord, host_address
 from sllm_ray.engine.replica_workers import ReplicaWorkers
+from sllm_ray.engine.sleepers import Sleepers
 from sllm_ray.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class HostPool:
         self._ready: list[_Host] = []
         self._forking = 0
         # Host id -> sleeping host, least recently used first.
-        self._sleeping: OrderedDict[str, _Host] = OrderedDict()
+        self._sleeping: Sleepers[str, _Host] = Sleepers(sleep_limit)
         self._forgotten: dict[str, float] = {}  # deleted model -> when
         self._exits: dict[int, int] = {}  # pid -> exit code, from the launcher
         self.claims = 0
@@ -276,11 +277,7 @@ class HostPool:
         return HostLease(host.host_id, host.pid, host.address, asleep=host.model is not None)
 
     def _sleeper(self, fingerprint: str | None) -> _Host | None:
-        for host_id, host in reversed(self._sleeping.items()):
-            if host.fingerprint == fingerprint:
-                del self._sleeping[host_id]
-                return host
-        return None
+        return self._sleeping.take(fingerprint)
 
     async def _watch_replica(self, host: _Host, replica_pid: int) -> None:
         await wait_exit(replica_pid)
@@ -314,9 +311,7 @@ class HostPool:
             return
         host.state, host.since = ASLEEP, time.time()
         host.model, host.fingerprint = record.model, record.fingerprint
-        self._sleeping[host_id] = host
-        while len(self._sleeping) > self._sleep_limit:
-            _, evicted = self._sleeping.popitem(last=False)
+        for evicted in self._sleeping.add(host_id, host.fingerprint, host):
             self.evictions += 1
             logger.info("sleeping engine of %s exits: more than %d asleep", evicted.model, self._sleep_limit)
             self._exit(evicted)
@@ -339,7 +334,7 @@ class HostPool:
     def forget(self, model: str) -> None:
         """The model was deleted: its sleeping engines exit, and those still retiring too."""
         self._forgotten[model] = time.monotonic()
-        for host in [h for h in self._sleeping.values() if h.model == model]:
+        for host in [h for h in self._sleeping if h.model == model]:
             self._exit(host)
 
     async def _call(self, host: _Host, name: str) -> object:
@@ -395,8 +390,7 @@ class HostPool:
             "hot_claims": self.hot_claims,
             "sleep_limit": self._sleep_limit,
             "sleeping": [
-                {"model": h.model, "fingerprint": h.fingerprint, "since": h.since}
-                for h in self._sleeping.values()
+                {"model": h.model, "fingerprint": h.fingerprint, "since": h.since} for h in self._sleeping
             ],
             "evictions": self.evictions,
             "memory_bytes": self._sizing.memory_bytes,
