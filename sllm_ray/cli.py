@@ -1,9 +1,12 @@
-"""``sllm-ray``: the admin API from a shell.
+"""``sllm-ray``: the admin API from a shell, and traffic replayed or simulated.
 
     sllm-ray deploy --model tiny --source models/tiny-llama --engine-arg max_model_len=512
     sllm-ray deploy --file model.yaml          # sllm_ray's or ServerlessLLM's JSON/YAML
-    sllm-ray update tiny --keep-alive 60
+    sllm-ray update tiny --keep-alive 60 --keep-alive-policy adaptive
+    sllm-ray warm tiny --replicas 1 --for 600  # start now, hold 10 minutes
     sllm-ray list | status | delete tiny
+    sllm-ray replay --generate --models 4 --duration 120 --source models/tiny-llama
+    sllm-ray simulate --nodes 64 --models 200 --duration 86400   # docs/simulator.md
 
 ``--url`` and ``--api-key`` default to ``SLLM_RAY_URL`` and ``SLLM_RAY_API_KEY``. Output is a
 table for people, ``--json`` for scripts; an error prints the server's message and exits 1.
@@ -24,6 +27,7 @@ import httpx
 import yaml
 
 from sllm_ray.simulator import command as simulate_command
+from sllm_ray.workload import replay
 from sllm_ray.workload.traces import TraceError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -74,6 +78,7 @@ def _model_fields(args: argparse.Namespace) -> dict[str, Any]:
             "max_replicas": args.max_replicas,
             "target_ongoing_requests": args.target,
             "keep_alive_s": args.keep_alive,
+            "keep_alive": args.keep_alive_policy,
         },
         "resources": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
     }
@@ -200,7 +205,17 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
             return simulate_command.run(args)
         except (simulate_command.SimulateError, TraceError) as exc:
             raise CLIError(str(exc)) from exc
+    if args.command == "replay":
+        try:
+            return replay.run(args, _engine_args(args.engine_arg))
+        except (replay.ReplayError, TraceError) as exc:
+            raise CLIError(str(exc)) from exc
     client = Client(args.url, args.api_key)
+    if args.command == "warm":
+        body = {"replicas": args.replicas, "for_s": args.for_s}
+        result = client.call("POST", f"/v1/admin/models/{args.name}/warm", body)
+        until = time.strftime("%H:%M:%S", time.localtime(result["until"]))
+        return result, f"{args.name}: {result['replicas']} replica(s) held until {until}"
     if args.command == "deploy":
         if args.file:
             doc = {**_read_file(args.file), **({"model": args.model} if args.model else {})}
@@ -244,6 +259,11 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-replicas", type=int)
     parser.add_argument("--target", type=float, help="target ongoing requests per replica")
     parser.add_argument("--keep-alive", type=float, help="idle seconds before scaling down")
+    parser.add_argument(
+        "--keep-alive-policy",
+        choices=("fixed", "adaptive"),
+        help="adaptive: windows from the model's own idle times (--keep-alive the fallback)",
+    )
     parser.add_argument("--num-cpus", type=float)
     parser.add_argument("--num-gpus", type=float)
     parser.add_argument("--max-queued-requests", type=int)
@@ -266,9 +286,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("delete", help="remove a model").add_argument("name")
     sub.add_parser("list", help="registered models and their replicas")
     sub.add_parser("status", help="the server at a glance")
+    warm = sub.add_parser("warm", help="start a model's replicas now and hold them")
+    warm.add_argument("name")
+    warm.add_argument("--replicas", type=int, default=1)
+    warm.add_argument("--for", dest="for_s", type=float, default=300.0, help="seconds to hold them")
+    replay.add_arguments(sub.add_parser("replay", help="replay a trace against the app and report"))
     simulate_command.add_arguments(
         sub.add_parser("simulate", help="simulate a cluster's day under each policy (docs/simulator.md)")
     )
+    for command in sub.choices.values():
+        # After the command too; only set when given, so it does not undo the global flag.
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return p
 
 
@@ -279,7 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"sllm-ray: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2) if args.json else text)
+    # Replays and simulations are read by scripts: their JSON is one line, the last.
+    indent = None if args.command in ("replay", "simulate") else 2
+    print(json.dumps(result, indent=indent) if args.json else text)
     return 0
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,7 +71,17 @@ class AutoscalingConfig(_Strict):
         300.0,
         ge=0,
         le=MAX_SECONDS,
-        description="Idle seconds before a replica is removed (down to min_replicas).",
+        description="Idle seconds before a replica is removed (down to min_replicas); with keep_alive "
+        "adaptive, the fallback while the model's idle-time histogram is too thin.",
+    )
+    keep_alive: Literal["fixed", "adaptive"] = Field(
+        "fixed",
+        description="adaptive: the manager sets the model's keep-alive and pre-warm windows from the "
+        "histogram of its own idle times (control/keep_alive.py, the hybrid-histogram policy of "
+        "'Serverless in the Wild'); fixed: keep_alive_s.",
+    )
+    keep_alive_bin_s: float = Field(
+        60.0, gt=0, le=3600, description="Bin width of the adaptive keep-alive's idle-time histogram."
     )
     look_back_period_s: float = Field(
         15.0, gt=0, le=3600, description="Window over which Serve averages load."

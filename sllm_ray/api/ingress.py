@@ -433,6 +433,11 @@ class OpenAIIngress:
     async def admin_delete(self, name: str) -> dict[str, Any]:
         return await self._delete(name)
 
+    @app.post("/v1/admin/models/{name:path}/warm")
+    async def admin_warm(self, name: str, request: Request) -> dict[str, Any]:
+        """Start replicas now and hold them (``{"replicas": n, "for_s": s}``)."""
+        return unwrap(await self._manager.warm.remote(name, await self._body(request)))
+
     # ServerlessLLM-compatible admin API.
 
     @app.post("/register")

@@ -49,6 +49,7 @@ from sllm_ray.control.registry import (
     UnknownModelError,
     UnstorableConfigError,
 )
+from sllm_ray.control.rhythm import Rhythm, WarmHold, WarmRequest
 from sllm_ray.control.sources import SourceError, check_engine_paths, resolve_source
 from sllm_ray.errors import (
     ConflictError,
@@ -76,6 +77,8 @@ MAX_ERROR_CHARS = 4000
 # one may still show the previous version's DEPLOY_FAILED. Serve gives up only after
 # several failed replica starts (seconds), so waiting this long delays no real failure.
 SERVE_SETTLE_S = 2.0
+# A warm hold's end is handed to Serve this long after it, so the hold reads as over.
+RELEASE_MARGIN_S = 0.05
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -177,6 +180,10 @@ class ModelManager:
             config.failed_start_backoff_max_s,
             config.failed_starts_before_failed,
         )
+        # Explicit warm-ups and the adaptive keep-alive's arrivals (``control/rhythm.py``).
+        self._rhythm = Rhythm()
+        # Model -> the task that hands Serve the model's config again when its hold ends.
+        self._releases: dict[str, asyncio.Task[None]] = {}
         # Model -> the removal of its application after a failed start, until done.
         self._stopping: dict[str, asyncio.Task[None]] = {}
         seeded = self._registry.seed([self._checked(m) for m in config.models])
@@ -254,7 +261,7 @@ class ModelManager:
         in the background. Returns once Serve has taken it, not once replicas run: a model
         may have none (scale to zero) or some that cannot be placed yet, and an admin call
         must not wait on either."""
-        engine = self._engine_config(config)
+        engine = self._rhythm.serve_config(self._engine_config(config), time.time())
         self._failures.begin(config.model, engine.engine_fingerprint())
         self._deployed[config.model] = engine
         self._deployed_at[config.model] = time.monotonic()
@@ -354,8 +361,66 @@ class ModelManager:
                         self._failures.started(record.name)
                     self._check_serve_gave_up(record, apps, polled_at)
                 await self._steer(records, apps)
+                await self._keep_warm(records)
             except Exception:
                 logger.exception("could not sync the per-node services")
+
+    # Warm-ups and the adaptive keep-alive.
+
+    async def _keep_warm(self, records: list[ModelRecord]) -> None:
+        """Start the holds of adaptive models whose pre-warm time has come, and hand Serve
+        the autoscaling of models whose adaptive windows moved (by more than a tenth)."""
+        now = time.time()
+        for record in records:
+            deployed = self._deployed.get(record.name)
+            if deployed is None or self._failures.get(record.name) is not None:
+                continue
+            hold = self._rhythm.prewarm_due(record.config, now)
+            if hold is not None:
+                logger.info("pre-warming %s until %.0f (adaptive keep-alive)", record.name, hold.until)
+                await self._hold(record.config, hold)
+                continue
+            wanted = self._rhythm.serve_config(self._engine_config(record.config), now).autoscaling
+            current = deployed.autoscaling
+            moved = abs(wanted.keep_alive_s - current.keep_alive_s) > 0.1 * max(current.keep_alive_s, 1.0)
+            if moved or wanted.min_replicas != current.min_replicas:
+                await self._deploy(record.config)
+
+    async def _hold(self, config: ModelConfig, hold: WarmHold) -> None:
+        """Hold replicas until ``hold.until``, then hand Serve the model's own config again."""
+        self._rhythm.hold(config.model, hold)
+        await self._deploy(config)
+        previous = self._releases.pop(config.model, None)
+        if previous is not None:
+            previous.cancel()
+        self._releases[config.model] = asyncio.get_running_loop().create_task(
+            self._release(config.model, hold)
+        )
+
+    async def _release(self, model: str, hold: WarmHold) -> None:
+        await asyncio.sleep(max(0.0, hold.until - time.time()))
+        try:
+            await self._deploy(self._get(model).config)
+        except Exception:
+            # The node sync hands Serve the config without the hold within NODE_SYNC_S.
+            logger.exception("could not end the warm hold of model %s", model)
+
+    @_client_errors
+    async def warm(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Start ``replicas`` now and hold them ``for_s`` seconds (``POST .../warm``)."""
+        record = self._get(name)
+        try:
+            request = WarmRequest.model_validate(body)
+        except ValidationError as exc:
+            raise validation_error(exc.errors(), UnprocessableError, every=True) from None
+        limit = record.config.autoscaling.max_replicas
+        if request.replicas > limit:
+            raise UnprocessableError(
+                f"replicas: {request.replicas} is above the model's max_replicas ({limit})", param="replicas"
+            )
+        hold = WarmHold(request.replicas, time.time() + request.for_s, "requested")
+        await self._hold(record.config, hold)
+        return {"model": name, **hold.to_json()}
 
     # Failed starts.
 
@@ -539,6 +604,10 @@ class ModelManager:
         self._registry.remove(name)
         self._preferred.pop(name, None)
         self._last_used.pop(name, None)
+        self._rhythm.forget(name)
+        release = self._releases.pop(name, None)
+        if release is not None:
+            release.cancel()
         return {"model": name, "deleted": True}
 
     def _replicas(self, apps: dict[str, Any], record: ModelRecord) -> dict[str, int]:
@@ -575,7 +644,10 @@ class ModelManager:
         return self._routing_seq, models, self._failures.all()
 
     async def touch(self, name: str) -> None:
-        self._last_used[name] = time.time()
+        self._last_used[name] = now = time.time()
+        record = self._deployed.get(name)
+        if record is not None:
+            self._rhythm.observe(name, now, record.autoscaling.keep_alive_bin_s)
 
     async def nodes(self) -> list[dict[str, Any]]:
         """Each node's engine hosts (``pool_ready``: can it hand out a host now) and what its
@@ -624,6 +696,12 @@ class ModelManager:
                     "deployment_status": deployment.status.value if deployment else "NOT_DEPLOYED",
                     "replicas": replicas,
                     "last_used": self._last_used.get(record.name),
+                    "warm_hold": hold.to_json()
+                    if (hold := self._rhythm.held(record.name, time.time()))
+                    else None,
+                    "keep_alive_windows": windows.to_json()
+                    if (windows := self._rhythm.windows(record.config))
+                    else None,
                     "placement": {
                         "preferred_node": self._preferred.get(record.name),
                         "estimates": [e.to_json() for e in self._nodes.placement(engine or record.config)],

@@ -31,14 +31,7 @@ class SimulateError(Exception):
     pass
 
 
-def json_flag(parser: argparse.ArgumentParser) -> None:
-    """``--json`` after the command too (as after ``sllm-ray``): only set when given, so it
-    does not undo the global flag."""
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    json_flag(parser)
     parser.add_argument("--nodes", type=int, default=16)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--models", type=int, default=100, help="models of a generated trace")
