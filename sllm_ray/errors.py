@@ -102,6 +102,23 @@ class ModelNotFoundError(OpenAIError):
             super().__init__(f"The model `{model}` does not exist.", param="model")
 
 
+class MethodNotAllowedError(OpenAIError):
+    """A method the path does not take; ``allow`` lists those it does (the ``Allow`` header)."""
+
+    status = 405
+    type = "invalid_request_error"
+
+    def __init__(self, method: str, allow: Sequence[str]) -> None:
+        super().__init__(f"method {method} is not allowed here", headers={"Allow": ", ".join(allow)})
+
+
+class RequestTimeoutError(OpenAIError):
+    """The client did not send its whole body in time (a slow or stalled upload)."""
+
+    status = 408
+    type = "timeout_error"
+
+
 class ConflictError(OpenAIError):
     status = 409
     type = "conflict_error"
@@ -144,6 +161,17 @@ class ModelStartFailedError(_RetryLater):
     def __init__(self, model: str, cause: str, retry_after_s: int) -> None:
         super().__init__(f"model `{model}` failed to start: {cause}", retry_after_s)
         self.param = "model"
+
+
+class DeadlineExceededError(OpenAIError):
+    """A request that took longer than its deadline: failed, so that a stalled one does not
+    hold its connection and its share of the ingress for ever."""
+
+    status = 504
+    type = "timeout_error"
+
+    def __init__(self, deadline_s: float, setting: str) -> None:
+        super().__init__(f"request exceeded its deadline of {deadline_s:g} s ({setting})")
 
 
 class InternalError(OpenAIError):

@@ -9,8 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from sllm_ray.errors import OpenAIError, carried_error, internal_error, validation_error
+from sllm_ray.errors import (
+    MethodNotAllowedError,
+    OpenAIError,
+    carried_error,
+    internal_error,
+    validation_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,17 @@ def as_openai_error(exc: BaseException, what: str) -> OpenAIError:
     return error
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path takes. Starlette's own 405 names only the first route
+    matching the path, though several may (GET, PATCH and DELETE of one admin model)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
@@ -43,9 +61,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowedError(request.method, allowed_methods(request)))
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(OpenAIError(str(exc.detail), status=exc.status_code, type=kind))
+        return error_response(
+            OpenAIError(str(exc.detail), status=exc.status_code, type=kind, headers=exc.headers)
+        )
 
     # Ray's wrapper of a remote method's error, handled here rather than as an unexpected
     # exception: Starlette re-raises those after answering (a traceback at ERROR), and the

@@ -28,13 +28,36 @@ from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.error_responses import as_openai_error, error_response, install_error_handlers
 from sllm_ray.api.model_directory import ModelDirectory
-from sllm_ray.api.request_body import check_request, parse_json_body
-from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.api.request_body import check_request, parse_json_body, read_body
+from sllm_ray.api.schemas import (
+    AdminModel,
+    AdminModelList,
+    ChatCompletionBody,
+    Completion,
+    CompletionBody,
+    Deleted,
+    Health,
+    ModelCard,
+    ModelList,
+    Readiness,
+    Status,
+    Warmed,
+    errors,
+    event_stream,
+    generation_body,
+    install_openapi,
+    request_body,
+)
+from sllm_ray.api.sllm_compat import SllmDelete, SllmDeploy
+from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate
 from sllm_ray.control.failures import StartFailure
+from sllm_ray.control.rhythm import WarmRequest
 from sllm_ray.errors import (
+    DeadlineExceededError,
     ModelStartFailedError,
     OpenAIError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceUnavailableError,
     TooManyRequestsError,
     carried_error,
@@ -57,9 +80,29 @@ UNAVAILABLE_RETRY_S = 0.1
 # How long GET /ready waits for the model manager (busy or still starting: not ready).
 READY_TIMEOUT_S = 5.0
 REPLICA_HEADER = "x-sllm-replica"
+# The body model each generation endpoint validates (vLLM validates the rest).
+_BODY_MODELS = {Endpoint.CHAT: ChatCompletionBody, Endpoint.COMPLETIONS: CompletionBody}
+# The error responses of the routes that take a body.
+ERRORS_GENERATION = errors(400, 404, 408, 413, 429, 503)
+ERRORS_ADMIN_BODY = errors(400, 404, 408, 409, 413, 422)
 
 app = FastAPI(title="sllm_ray", description="Serverless LLM serving on Ray Serve")
 install_error_handlers(app)
+install_openapi(app)
+
+
+async def _deadline(request: Request, respond: Awaitable[Response]) -> Response:
+    """The route's response by the app's deadline, else a 504: a request whose handling
+    stalls is failed, rather than holding its connection and a slot of the ingress."""
+    deadline_s: float = request.app.state.deadline_s
+    try:
+        async with asyncio.timeout(deadline_s) as timer:
+            return await respond
+    except TimeoutError:
+        if not timer.expired():  # the route's own, not the deadline
+            raise
+        error = DeadlineExceededError(deadline_s, "request_deadline_s")
+        return error_response(as_openai_error(error, f"{request.method} {request.url.path}"))
 
 
 @app.middleware("http")
@@ -76,19 +119,25 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
             raise PayloadTooLargeError(f"request body is {length} bytes; the limit is {limit}")
     except OpenAIError as exc:
         return error_response(exc)
-    return await call_next(request)
+    return await _deadline(request, call_next(request))
 
 
 class _Reply:
     """A forwarded request once its replica answered: the head and, for a stream, the rest."""
 
     def __init__(
-        self, replica: str, head: ResponseHead, events: DeploymentResponseGenerator, log: RequestLog
+        self,
+        replica: str,
+        head: ResponseHead,
+        events: DeploymentResponseGenerator,
+        log: RequestLog,
+        deadline: tuple[float, str],
     ) -> None:
         self.replica = replica
         self.head = head
         self.events = events
         self.log = log
+        self.deadline = deadline  # (seconds, setting): the longest a stream may go without an event
         if head.body is not None:  # whole: accounted for now
             if head.status == 200:
                 log.whole(head.body)
@@ -103,7 +152,7 @@ class _Reply:
         """The stream's events; a failure mid-stream becomes a final SSE error event, since
         the HTTP status is already sent."""
         try:
-            async for event in self.events:
+            while (event := await self._next_event()) is not None:
                 self.log.event(event)
                 yield event
             self.log.close(200)
@@ -115,6 +164,15 @@ class _Reply:
         finally:
             self.log.close(499)  # the client went away mid-stream (nginx's code for it)
             self.events.cancel()
+
+    async def _next_event(self) -> str | None:
+        """The stream's next event (None at its end), by the deadline: a stalled stream ends."""
+        try:
+            return await asyncio.wait_for(self.events.__anext__(), self.deadline[0])
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise DeadlineExceededError(*self.deadline) from None
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """The stream as decoded chunk objects, for Python callers."""
@@ -152,6 +210,7 @@ class OpenAIIngress:
             )
         app.state.keys = keys
         app.state.max_body = config.max_request_body_bytes
+        app.state.deadline_s = config.request_deadline_s
         await self._refresh()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -251,9 +310,34 @@ class OpenAIIngress:
             self._touched[model] = now
             self._manager.touch.remote(model)
 
+    def _request_deadline(self, config: ModelConfig) -> tuple[float, str]:
+        """A request's deadline (seconds, the setting that set it): the model's, within the app's."""
+        app_s = self._config.request_deadline_s
+        if config.request_deadline_s is not None and config.request_deadline_s < app_s:
+            return config.request_deadline_s, f"model {config.model}'s request_deadline_s"
+        return app_s, "request_deadline_s"
+
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any], log: RequestLog) -> _Reply:
+        """The request routed to its model's replica, answered (its head) by its deadline."""
         config, _ = await self._resolve(body)
         log.model = config.model
+        deadline = self._request_deadline(config)
+        try:
+            async with asyncio.timeout(deadline[0]) as timer:
+                return await self._routed(endpoint, config, body, log, deadline)
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            raise DeadlineExceededError(*deadline) from None
+
+    async def _routed(
+        self,
+        endpoint: Endpoint,
+        config: ModelConfig,
+        body: dict[str, Any],
+        log: RequestLog,
+        request_deadline: tuple[float, str],
+    ) -> _Reply:
         body = check_request(body, config.request_limits, config.max_tokens_limit)
         self._touch(config.model)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
@@ -283,12 +367,16 @@ class OpenAIIngress:
             metrics.set_gauge("sllm_queued_requests", {"model": config.model}, self._waiting[config.model])
         assert isinstance(accepted, Accepted), accepted
         log.start_kind = accepted.start_kind
-        head = accepted.head or await events.__anext__()
+        try:
+            head = accepted.head or await events.__anext__()
+        except asyncio.CancelledError:  # the deadline, or the client gone: the replica stops too
+            events.cancel()
+            raise
         if head.status >= 500 and head.status != 503 and head.body is not None:
             # An engine's own fault: its message may name processes and files; the log keeps it.
             error = internal_error(logger, f"engine of {config.model} answered {head.status}: {head.body}")
             head = ResponseHead(error.status, error.body())
-        return _Reply(accepted.replica, head, events, log)
+        return _Reply(accepted.replica, head, events, log, request_deadline)
 
     async def _unavailable(self, model: str, deadline: float) -> None:
         """Serve has no deployment for the model's handle: its application was removed
@@ -309,7 +397,7 @@ class OpenAIIngress:
         log = RequestLog("unknown", endpoint.value)  # an unknown model is not a label
         try:
             data = await self._body(body) if isinstance(body, Request) else body
-            return await self._forward(endpoint, data, log)
+            return await self._forward(endpoint, generation_body(_BODY_MODELS[endpoint], data), log)
         except Exception as exc:
             error = carried_error(exc)
             log.close(error.status if error is not None else 500)
@@ -344,7 +432,16 @@ class OpenAIIngress:
     # OpenAI HTTP API.
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        return parse_json_body(await request.body(), self._config.max_request_body_bytes)
+        """The request's JSON body, read within its size and time bounds."""
+        timeout_s = self._config.request_body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                raw = await read_body(request.stream(), self._config.max_request_body_bytes)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"request body not received within {timeout_s:g} s (request_body_timeout_s)"
+            ) from None
+        return parse_json_body(raw)
 
     async def _http_reply(self, endpoint: Endpoint, request: Request) -> Response:
         reply = await self._accounted(endpoint, request)
@@ -352,29 +449,39 @@ class OpenAIIngress:
             return JSONResponse(reply.head.body, status_code=reply.head.status, headers=reply.headers)
         return StreamingResponse(reply.sse(), media_type="text/event-stream", headers=reply.headers)
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        response_model=Completion,
+        responses={**event_stream(Completion), **ERRORS_GENERATION},
+        openapi_extra=request_body(ChatCompletionBody),
+    )
     async def http_chat(self, request: Request) -> Response:
         return await self._http_reply(Endpoint.CHAT, request)
 
-    @app.post("/v1/completions")
+    @app.post(
+        "/v1/completions",
+        response_model=Completion,
+        responses={**event_stream(Completion), **ERRORS_GENERATION},
+        openapi_extra=request_body(CompletionBody),
+    )
     async def http_completions(self, request: Request) -> Response:
         return await self._http_reply(Endpoint.COMPLETIONS, request)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=errors())
     async def http_models(self) -> dict[str, Any]:
         return self._directory.list_cards()
 
-    @app.get("/v1/models/{model:path}")
+    @app.get("/v1/models/{model:path}", response_model=ModelCard, responses=errors(404))
     async def http_model(self, model: str) -> dict[str, Any]:
         if model not in self._directory:
             await self._refresh()
         return self._directory.card(model)
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses=errors())
     async def http_health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", response_model=Readiness, responses=errors(503))
     async def http_ready(self) -> JSONResponse:
         """200 once a first request can cold-start in the documented time (the registry
         reconciled, every node's engine host pool ready); 503 saying what is missing."""
@@ -412,49 +519,80 @@ class OpenAIIngress:
     async def _describe(self, name: str | None = None) -> list[dict[str, Any]]:
         return unwrap(await self._manager.describe.remote(name))
 
-    @app.post("/v1/admin/models")
+    @app.post(
+        "/v1/admin/models",
+        status_code=201,
+        response_model=AdminModel,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(ModelConfig),
+    )
     async def admin_register(self, request: Request) -> JSONResponse:
         return JSONResponse(await self._register(await self._body(request)), status_code=201)
 
-    @app.get("/v1/admin/models")
+    @app.get("/v1/admin/models", response_model=AdminModelList, responses=errors())
     async def admin_list(self) -> dict[str, Any]:
         return {"object": "list", "data": await self._describe()}
 
-    @app.get("/v1/admin/models/{name:path}")
+    @app.get("/v1/admin/models/{name:path}", response_model=AdminModel, responses=errors(404))
     async def admin_get(self, name: str) -> dict[str, Any]:
         (described,) = await self._describe(name)
         return described
 
-    @app.patch("/v1/admin/models/{name:path}")
+    @app.patch(
+        "/v1/admin/models/{name:path}",
+        response_model=AdminModel,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(ModelUpdate),
+    )
     async def admin_update(self, name: str, request: Request) -> dict[str, Any]:
         return await self._update(name, await self._body(request))
 
-    @app.delete("/v1/admin/models/{name:path}")
+    @app.delete("/v1/admin/models/{name:path}", response_model=Deleted, responses=errors(404, 409))
     async def admin_delete(self, name: str) -> dict[str, Any]:
         return await self._delete(name)
 
-    @app.post("/v1/admin/models/{name:path}/warm")
+    @app.post(
+        "/v1/admin/models/{name:path}/warm",
+        response_model=Warmed,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(WarmRequest),
+    )
     async def admin_warm(self, name: str, request: Request) -> dict[str, Any]:
         """Start replicas now and hold them (``{"replicas": n, "for_s": s}``)."""
         return unwrap(await self._manager.warm.remote(name, await self._body(request)))
 
     # ServerlessLLM-compatible admin API.
 
-    @app.post("/register")
+    @app.post(
+        "/register",
+        response_model=AdminModel,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(SllmDeploy),
+    )
     async def sllm_register(self, request: Request) -> dict[str, Any]:
         return await self._register(sllm_compat.register_body(await self._body(request)))
 
-    @app.post("/update")
+    @app.post(
+        "/update",
+        response_model=AdminModel,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(SllmDeploy),
+    )
     async def sllm_update(self, request: Request) -> dict[str, Any]:
         name, patch = sllm_compat.update_patch(await self._body(request))
         return await self._update(name, patch)
 
-    @app.post("/delete")
+    @app.post(
+        "/delete",
+        response_model=Deleted,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(SllmDelete),
+    )
     async def sllm_delete(self, request: Request) -> dict[str, Any]:
         body = await self._body(request)
         return await self._delete(sllm_compat.model_name(body))
 
-    @app.get("/status")
+    @app.get("/status", response_model=Status, responses=errors())
     async def status(self) -> dict[str, Any]:
         models, nodes = await asyncio.gather(self._describe(), self._manager.nodes.remote())
         for model in models:  # waiting for a replica, in this ingress replica

@@ -50,7 +50,7 @@ from sllm_ray.control.registry import (
     UnstorableConfigError,
 )
 from sllm_ray.control.rhythm import Rhythm, WarmHold, WarmRequest
-from sllm_ray.control.sources import SourceError, check_engine_paths, resolve_source
+from sllm_ray.control.sources import SourceError, check_engine_paths, check_hub_model, resolve_source
 from sllm_ray.errors import (
     ConflictError,
     ErrorReply,
@@ -102,10 +102,18 @@ def _client_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R
 
 
 @ray.remote(num_cpus=0)
-def _engine_arg_names(engine_cls: str) -> list[str]:
-    from sllm_ray.engine.interface import engine_class
+class _EngineArgsChecker:
+    """The engine's own check of a model's engine arguments (vLLM's argument parsing), in a
+    process of its own: the manager must not import vLLM (seconds of start, hundreds of MB).
+    Started at the first registration with engine arguments and kept, vLLM imported once."""
 
-    return engine_class(engine_cls).engine_arg_names()
+    def __init__(self, engine_cls: str) -> None:
+        from sllm_ray.engine.interface import engine_class
+
+        self._engine = engine_class(engine_cls)
+
+    def problem(self, engine_kwargs: dict[str, Any]) -> str | None:
+        return self._engine.engine_args_problem(engine_kwargs)
 
 
 def _steerable(config: ModelConfig) -> bool:
@@ -167,7 +175,7 @@ class ModelManager:
         self._last_used: dict[str, float] = {}
         # Model -> the node its replicas are steered to (placement's choice when deployed).
         self._preferred: dict[str, str | None] = {}
-        self._engine_args: asyncio.Future[list[str]] | None = None
+        self._args_checker: ray.actor.ActorHandle | None = None
         # Model -> the config its replicas are built with (engine memory derived), as
         # deployed: a replica's failed start names its fingerprint.
         self._deployed: dict[str, ModelConfig] = {}
@@ -215,17 +223,18 @@ class ModelManager:
         return config.model_copy(update={"model_source": source})
 
     async def _check_engine_kwargs(self, config: ModelConfig) -> None:
+        """Engine arguments as the engine's own argument parsing takes them (vLLM's)."""
         if not config.engine_kwargs:
             return
-        if self._engine_args is None:
-            # vLLM is imported once, in a task, never in this process.
-            self._engine_args = asyncio.ensure_future(_engine_arg_names.remote(self._config.engine_cls))
-        known = set(await asyncio.shield(self._engine_args))
-        unknown = sorted(set(config.engine_kwargs) - known)
-        if unknown:
-            raise UnprocessableError(
-                f"engine_kwargs: unknown vLLM engine arguments {unknown}", param="engine_kwargs"
-            )
+        if self._args_checker is None:
+            self._args_checker = _EngineArgsChecker.remote(self._config.engine_cls)
+        try:
+            problem = await self._args_checker.problem.remote(config.engine_kwargs)
+        except ray.exceptions.RayActorError:
+            self._args_checker = None  # gone (its node, OOM): the next registration starts another
+            raise
+        if problem is not None:
+            raise UnprocessableError(f"engine_kwargs: {problem}", param="engine_kwargs")
 
     def _engine_config(self, config: ModelConfig) -> ModelConfig:
         """The config replicas are built with: the engine memory bounded (``config.
@@ -249,6 +258,11 @@ class ModelManager:
         except ValidationError as exc:
             raise validation_error(exc.errors(), UnprocessableError, every=True) from None
         config = self._checked(config)
+        if not Path(config.model_source).is_absolute():  # a hub id (folders are resolved absolute)
+            try:
+                await asyncio.to_thread(check_hub_model, config.model_source)
+            except SourceError as exc:
+                raise UnprocessableError(str(exc), param=exc.param) from None
         await self._check_engine_kwargs(config)
         _check_max_model_len(config)
         await self._check_fit(config)
