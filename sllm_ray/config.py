@@ -238,6 +238,13 @@ class ModelConfig(_Strict):
         le=MAX_SECONDS,
         description="This model's bound on waiting for a replica (default: the app's).",
     )
+    request_deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="This model's request deadline (default: the app's request_deadline_s, which "
+        "also bounds it).",
+    )
     keep_asleep: bool = Field(
         True,
         description="When a replica goes, keep its engine asleep on the node for a hot start "
@@ -442,6 +449,20 @@ class AppConfig(_Strict):
         description="How long a request may wait for a replica (e.g. during scale-from-zero) before 503.",
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After seconds sent with 503 responses.")
+    request_deadline_s: float = Field(
+        600.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="The longest any request may take to its response (a stream: to its first "
+        "event, then between events) before a 504; a stalled request ends instead of holding its "
+        "connection. Includes the wait for a replica.",
+    )
+    request_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How long a client may take to send its request body before a 408.",
+    )
     ingress_replicas: int = Field(1, ge=1, description="Replicas of the OpenAI ingress deployment.")
     data_dir: str = Field("data", description="Folder for the registry (relative: to the working dir).")
     registry_path: str | None = Field(
@@ -516,6 +537,16 @@ class AppConfig(_Strict):
     )
 
     @model_validator(mode="after")
+    def _deadline_after_wait(self) -> AppConfig:
+        # A deadline within the wait bound would turn the wait's honest 503 into a 504.
+        if self.request_deadline_s <= self.request_wait_timeout_s:
+            raise ValueError(
+                f"request_deadline_s ({self.request_deadline_s:g}) must exceed "
+                f"request_wait_timeout_s ({self.request_wait_timeout_s:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique(self) -> AppConfig:
         seen: set[str] = set()
         for model in self.models:
@@ -543,6 +574,7 @@ class ModelUpdate(_Strict):
     max_queued_requests: int | None = None
     max_tokens_limit: int | None = None
     request_wait_timeout_s: float | None = None
+    request_deadline_s: float | None = None
     keep_asleep: bool | None = None
 
     def apply(self, current: ModelConfig | Mapping[str, Any]) -> ModelConfig:

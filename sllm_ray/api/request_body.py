@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sllm_ray.config import RequestLimits
@@ -71,11 +72,21 @@ def _check_tree(body: object) -> None:
         stack.extend((item, depth + 1) for item in items)
 
 
-def parse_json_body(raw: bytes, limit: int | None = None) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object of at most ``limit`` bytes, within
-    the depth and number bounds and with no lone surrogates."""
-    if limit is not None and len(raw) > limit:
-        raise PayloadTooLargeError(f"request body is {len(raw)} bytes; the limit is {limit}")
+async def read_body(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A request body read as it arrives, refused (413) as soon as it passes ``limit`` bytes:
+    a chunked body, or one longer than its ``Content-Length`` says, is never held whole, so
+    the ingress's memory stays bounded whatever a client sends."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """Decode a request body (``read_body``'s, so bounded in size) that must be a JSON object,
+    within the depth and number bounds and with no lone surrogates."""
     try:
         body = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:

@@ -83,6 +83,44 @@ def resolve_source(
     raise SourceError(f"model_source {source!r} is neither an existing folder nor a Hugging Face id")
 
 
+# How long the hub may take to say whether a model exists, at registration.
+HUB_TIMEOUT_S = 10.0
+
+
+def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str | None = None) -> None:
+    """A hub id that names a model: one the hub has or, offline (``HF_HUB_OFFLINE``, the
+    default of ``offline``) or when the hub cannot be reached, one in the local Hugging Face
+    cache (``cache_dir``: the default cache); else ``SourceError``. So a typo is a 422 at
+    registration, not a replica failing to download minutes later. Blocking (network)."""
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    def cached() -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir), str)
+
+    where = cache_dir or constants.HF_HUB_CACHE
+    if constants.HF_HUB_OFFLINE if offline is None else offline:
+        if not cached():
+            raise SourceError(
+                f"model_source {repo_id!r} is not in the local Hugging Face cache ({where}), and "
+                "the hub is offline (HF_HUB_OFFLINE)"
+            )
+        return
+    try:
+        model_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:  # it exists; the engine hosts' token decides whether it loads
+        return
+    except RepositoryNotFoundError:
+        raise SourceError(f"model_source {repo_id!r} does not exist on the Hugging Face hub") from None
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
+        if not cached():
+            raise SourceError(
+                f"model_source {repo_id!r}: the Hugging Face hub cannot be reached "
+                f"({type(exc).__name__}) and the model is not in the local cache ({where})"
+            ) from None
+
+
 # vLLM engine arguments that name a file or folder the engine reads (or writes). Each must
 # lie inside the model roots, like model_source: an admin could otherwise have an engine
 # read any file the node can (a tokenizer "folder" of /etc, media from anywhere).

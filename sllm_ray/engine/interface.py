@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sllm_ray.engine.records import EngineSpec, LoadReport
 from sllm_ray.protocol import Endpoint, ResponseHead
@@ -34,8 +34,9 @@ class Engine(Protocol):
         """The engine ``spec`` describes, to be built in this process."""
 
     @classmethod
-    def engine_arg_names(cls) -> list[str]:
-        """The engine arguments this engine accepts (registration checks them)."""
+    def engine_args_problem(cls, engine_kwargs: dict[str, Any]) -> str | None:
+        """What is wrong with a model's engine arguments (unknown names, values the engine
+        refuses), None when nothing: registration refuses them with it (422)."""
 
     async def start(self) -> LoadReport | None:
         """Build the engine; how its weights were loaded when they came from the store."""

@@ -93,9 +93,12 @@ class OpenAIEngine:
         )
 
     @classmethod
-    def engine_arg_names(cls) -> list[str]:
-        """The engine arguments this vLLM accepts."""
-        return sorted(f.name for f in dataclasses.fields(vc.AsyncEngineArgs))
+    def engine_args_problem(cls, engine_kwargs: dict[str, Any]) -> str | None:
+        """Arguments this vLLM does not have, or values its own argument parsing refuses."""
+        known = {f.name for f in dataclasses.fields(vc.AsyncEngineArgs)}
+        if unknown := sorted(set(engine_kwargs) - known):
+            return f"unknown vLLM engine arguments {unknown}"
+        return vc.engine_args_problem(engine_kwargs)
 
     async def start(self) -> LoadReport | None:
         from starlette.datastructures import State

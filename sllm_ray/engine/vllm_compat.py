@@ -14,9 +14,9 @@ import importlib
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vllm import __version__ as VLLM_VERSION
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -290,3 +290,36 @@ def client_error_response(exc: Exception) -> ErrorResponse | None:
     from vllm.exceptions import VLLMClientError
 
     return create_error_response(exc) if isinstance(exc, VLLMClientError) else None
+
+
+def engine_args_problem(engine_kwargs: Mapping[str, Any]) -> str | None:
+    """What vLLM's own argument parsing (``vllm serve``'s parser, then ``AsyncEngineArgs``)
+    refuses in ``engine_kwargs``, None when it takes them: the types and choices of every
+    argument, JSON-valued configs by their pydantic models. The model itself is not opened
+    here (a hub model would need the network); the engine build checks what depends on it."""
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    class Refusing(FlexibleArgumentParser):
+        def error(self, message: str) -> NoReturn:  # argparse's own exits the process
+            raise ValueError(message)
+
+    parser = AsyncEngineArgs.add_cli_args(Refusing(prog="engine_kwargs"))
+    flags = parser._option_string_actions  # every option string argparse knows
+    argv: list[str] = []
+    for key, value in engine_kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:  # vLLM's default
+            continue
+        if isinstance(value, bool):
+            negated = "--no-" + key.replace("_", "-")
+            if value or negated in flags:
+                argv.append(flag if value else negated)
+        elif isinstance(value, list):
+            argv += [flag, *(item if isinstance(item, str) else json.dumps(item) for item in value)]
+        else:
+            argv += [flag, value if isinstance(value, str) else json.dumps(value)]
+    try:
+        AsyncEngineArgs.from_cli_args(parser.parse_args(argv))
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None

@@ -5,7 +5,8 @@ drives the Serve-level suite (``tests/serve``): the real ingress, Serve, replica
 channel, launcher and hosts, only the engine is fake. Its engine arguments:
 
 - ``fake_build_s``: seconds ``start`` takes (default 0.05);
-- ``fake_token_s``: seconds between streamed tokens (default 0);
+- ``fake_token_s``: seconds per token, between streamed ones (a whole answer: all of them before
+  it; default 0);
 - ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
 - ``max_model_len``: prompts longer than this (in characters) get vLLM's 400.
 
@@ -56,8 +57,16 @@ class FakeEngine:
         return cls(spec)
 
     @classmethod
-    def engine_arg_names(cls) -> list[str]:
-        return list(ARGS)
+    def engine_args_problem(cls, engine_kwargs: dict[str, Any]) -> str | None:
+        """Unknown names, and the fake's own seconds that are not numbers (as vLLM's parser
+        refuses a value of the wrong type)."""
+        if unknown := sorted(set(engine_kwargs) - set(ARGS)):
+            return f"unknown vLLM engine arguments {unknown}"
+        for key in ("fake_build_s", "fake_token_s"):
+            value = engine_kwargs.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"argument --{key.replace('_', '-')}: invalid float value: {value!r}"
+        return None
 
     async def start(self) -> LoadReport | None:
         started = time.perf_counter()
@@ -95,7 +104,9 @@ class FakeEngine:
         kind = "chat.completion" if endpoint is Endpoint.CHAT else "text_completion"
         base = {"id": rid, "created": int(time.time()), "model": self.model}
         usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
+        delay = float(self._args.get("fake_token_s", 0))
         if not body.get("stream"):
+            await asyncio.sleep(delay * count)
             text = " ".join(tokens)
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
             if endpoint is Endpoint.CHAT:
@@ -106,7 +117,6 @@ class FakeEngine:
             return
         yield ResponseHead(200)
         chunk_kind = "chat.completion.chunk" if endpoint is Endpoint.CHAT else kind
-        delay = float(self._args.get("fake_token_s", 0))
         for i, token in enumerate(tokens):
             if delay:
                 await asyncio.sleep(delay)

@@ -32,6 +32,7 @@ def fake_app(ray_session: None, tiny_model_dir: Path, fake_data_dir: Path) -> It
         "store_dram_dir": str(data / "dram"),
         "model_roots": [str(tiny_model_dir.parent)],
         "request_wait_timeout_s": 60,
+        "request_body_timeout_s": 3,  # the slow-body test waits this long
         "models": [fake_model("warm", tiny_model_dir, autoscaling={"min_replicas": 1})],
     }
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})

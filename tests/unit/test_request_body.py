@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+
 import pytest
 
-from sllm_ray.api.request_body import MAX_JSON_DEPTH, check_request, parse_json_body
+from sllm_ray.api.request_body import MAX_JSON_DEPTH, check_request, parse_json_body, read_body
 from sllm_ray.config import RequestLimits
 from sllm_ray.errors import BadRequestError, PayloadTooLargeError
 
@@ -17,10 +20,19 @@ def test_bodies_that_are_not_json_objects_are_400(raw: bytes) -> None:
         parse_json_body(raw)
 
 
-def test_oversized_bodies_are_413() -> None:
-    with pytest.raises(PayloadTooLargeError):
-        parse_json_body(b'{"a": "' + b"x" * 100 + b'"}', limit=50)
-    assert parse_json_body(b'{"a": 1}', limit=50) == {"a": 1}
+async def _chunks(pieces: Iterable[bytes], read: list[int]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        read.append(len(piece))
+        yield piece
+
+
+def test_a_body_is_refused_once_it_passes_the_limit_without_reading_the_rest() -> None:
+    read: list[int] = []
+    endless = (b"x" * 10 for _ in range(10**9))  # a chunked body that never ends
+    with pytest.raises(PayloadTooLargeError, match="limit of 50 bytes"):
+        asyncio.run(read_body(_chunks(endless, read), 50))
+    assert sum(read) == 60  # the chunk that passed the limit, nothing after it
+    assert asyncio.run(read_body(_chunks([b'{"a"', b": 1}"], []), 50)) == b'{"a": 1}'
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sllm_ray.control.sources import SourceError, check_engine_paths, resolve_source
+from sllm_ray.control.sources import SourceError, check_engine_paths, check_hub_model, resolve_source
 
 
 def model_folder(path: Path) -> Path:
@@ -113,3 +113,20 @@ def test_engine_argument_paths_inside_the_roots_and_hub_ids_pass(base: Path) -> 
     check_engine_paths({"tokenizer": "org/tokenizer"}, ["models"], allow_hub=True, base=base)
     with pytest.raises(SourceError, match="disabled"):
         check_engine_paths({"tokenizer": "org/tokenizer"}, ["models"], allow_hub=False, base=base)
+
+
+def _hf_cache(cache: Path, repo_id: str) -> None:
+    """A model in the layout of Hugging Face's cache: refs/main naming a snapshot."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+
+
+def test_offline_a_hub_id_must_be_in_the_local_cache(tmp_path: Path) -> None:
+    _hf_cache(tmp_path, "org/cached")
+    check_hub_model("org/cached", offline=True, cache_dir=str(tmp_path))
+    with pytest.raises(SourceError, match=r"not in the local Hugging Face cache .*HF_HUB_OFFLINE"):
+        check_hub_model("org/typo", offline=True, cache_dir=str(tmp_path))
