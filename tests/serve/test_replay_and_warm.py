@@ -31,7 +31,7 @@ def test_a_warm_up_starts_replicas_holds_them_then_scales_to_zero(
     assert reply.status_code == 200, reply.text
     held_until = reply.json()["until"]
     wait_for(lambda: _running(fake_admin, "warmup") == 1, 60, "the warm-up's replica")
-    (described,) = fake_admin.get("/v1/admin/models/warmup").json()["data"]
+    described = fake_admin.get("/v1/admin/models/warmup").json()
     assert described["warm_hold"]["replicas"] == 1 and described["warm_hold"]["reason"] == "requested"
     # Too few idle times yet: the fixed keep-alive.
     assert described["keep_alive_windows"] == {"prewarm_s": 0.0, "keep_alive_s": 1.0, "source": "fixed"}
@@ -45,9 +45,9 @@ def test_a_warm_up_starts_replicas_holds_them_then_scales_to_zero(
 def test_replay_of_a_generated_trace_reports_cold_and_warm_requests(
     fake_app: str, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--url", BASE_URL, "replay", "--generate", "--models", "2", "--duration", "30", "--seed", "3"]
+    argv = ["--url", BASE_URL, "replay", "--generate", "--models", "2", "--duration", "40", "--seed", "1"]
     argv += ["--source", str(tiny_model_dir), "--engine-arg", "max_model_len=512"]
-    argv += ["--requests-per-model-hour", "600", "--keep-alive", "1", "--json"]
+    argv += ["--requests-per-model-hour", "1200", "--keep-alive", "1", "--json"]  # 15 requests
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     overall = result["overall"]
