@@ -27,6 +27,7 @@ import httpx
 import yaml
 
 from sllm_ray.simulator import command as simulate_command
+from sllm_ray.tables import text_table
 from sllm_ray.workload import replay
 from sllm_ray.workload.traces import TraceError
 
@@ -122,9 +123,7 @@ def _replicas(described: dict[str, Any]) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table([header, *rows])
 
 
 def _models_table(models: list[dict[str, Any]]) -> str:

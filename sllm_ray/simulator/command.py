@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sllm_ray.simulator import calibration as calibration_file
 from sllm_ray.simulator.policies import policies
+from sllm_ray.tables import text_table
 from sllm_ray.workload.traces import Trace, read_trace
 
 if TYPE_CHECKING:
@@ -87,8 +88,7 @@ def simulate(
 def table(report: dict[str, dict[str, Any]]) -> str:
     rows = [["POLICY", *(k.upper() for k in TABLE_KEYS)]]
     rows += [[name, *(str(r[k]) for k in TABLE_KEYS)] for name, r in report.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return text_table(rows)
 
 
 def plot(results: dict[str, Result], folder: Path) -> list[str]:

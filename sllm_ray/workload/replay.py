@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from sllm_ray.tables import text_table
 from sllm_ray.workload.generator import GeneratorConfig, generate
 from sllm_ray.workload.traces import Request, Trace, read_trace
 
@@ -95,9 +96,9 @@ def load_trace(args: argparse.Namespace) -> Trace:
 
 
 def model_map(trace: Trace, registered: list[str], register: bool) -> dict[str, str]:
-    """Trace model -> the app's model: itself when registered from ``--source``, else the
-    registered models in turn."""
-    if register:
+    """Trace model -> the app's model: itself when registered (from ``--source`` or
+    before), else the registered models in turn."""
+    if register or set(trace.models) <= set(registered):
         return {m: m for m in trace.models}
     if not registered:
         raise ReplayError("the app has no models: register some, or give --source")
@@ -294,8 +295,7 @@ def table(result: dict[str, Any]) -> str:
         [name, *(str(r[k]) for k in keys)]
         for name, r in [*result["models"].items(), ("overall", result["overall"])]
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return text_table(rows)
 
 
 def plot(outcomes: list[Outcome], folder: Path) -> list[str]:
