@@ -11,6 +11,7 @@ routes (``/v1/admin/...`` and ServerlessLLM's) go to the model manager.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -79,6 +81,11 @@ TOUCH_S = 1.0
 UNAVAILABLE_RETRY_S = 0.1
 # How long GET /ready waits for the model manager (busy or still starting: not ready).
 READY_TIMEOUT_S = 5.0
+# How long a read of the model manager (the model list, a model, the nodes) waits for it;
+# a change waits longer: a registration may check engine arguments in a process that
+# imports vLLM first (seconds), or wait for a restarting manager.
+MANAGER_TIMEOUT_S = 10.0
+MANAGER_CHANGE_TIMEOUT_S = 120.0
 REPLICA_HEADER = "x-sllm-replica"
 # The body model each generation endpoint validates (vLLM validates the rest).
 _BODY_MODELS = {Endpoint.CHAT: ChatCompletionBody, Endpoint.COMPLETIONS: CompletionBody}
@@ -218,8 +225,20 @@ class OpenAIIngress:
         app_name = model_app_name(self._owner, config.model)
         return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
 
+    async def _ask(self, call: Any, timeout_s: float = MANAGER_TIMEOUT_S) -> Any:
+        """The manager's answer to ``call``, its error raised. A manager that is down or
+        restarting (a control-plane fault) is a 503 within ``timeout_s``, not a hang or a
+        500; the model routes keep serving meanwhile, from the last model list."""
+        try:
+            reply = await asyncio.wait_for(call, timeout_s)
+        except (TimeoutError, RayActorError) as exc:
+            raise ServiceUnavailableError(
+                "the model manager is unavailable (restarting?); retry", self._config.retry_after_s
+            ) from exc
+        return unwrap(reply)
+
     async def _refresh(self) -> None:
-        seq, models, failures = await self._manager.routing.remote()
+        seq, models, failures = await self._ask(self._manager.routing.remote())
         if seq < self._routing_seq:  # overtaken by a newer one (refreshes overlap)
             return
         self._routing_seq = seq
@@ -254,7 +273,7 @@ class OpenAIIngress:
             return
         if time.time() < failure.retry_at:
             raise self._start_failed(model)
-        failure = unwrap(await self._manager.retry.remote(model))
+        failure = await self._ask(self._manager.retry.remote(model), MANAGER_CHANGE_TIMEOUT_S)
         if failure is None:
             self._failures.pop(model, None)
         else:
@@ -291,17 +310,29 @@ class OpenAIIngress:
         )
 
     async def _refresh_forever(self) -> None:
+        manager_down = False
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
                 await self._refresh()
+            except ServiceUnavailableError:
+                if not manager_down:  # once per outage
+                    logger.warning("model manager unavailable: routing by the last model list")
+                manager_down = True
             except Exception:
                 logger.exception("could not refresh the model list")
+            else:
+                if manager_down:
+                    logger.info("model manager back: model list refreshed")
+                manager_down = False
 
     async def _resolve(self, body: dict[str, Any]) -> tuple[ModelConfig, DeploymentHandle]:
         name = body.get("model")
         if isinstance(name, str) and name and name not in self._directory:
-            await self._refresh()  # registered a moment ago through another replica?
+            # Registered a moment ago through another replica? With the manager down, the
+            # last list answers (a 404 here; only admin routes are 503 meanwhile).
+            with contextlib.suppress(ServiceUnavailableError):
+                await self._refresh()
         return self._directory.resolve(body)
 
     def _touch(self, model: str) -> None:
@@ -507,17 +538,23 @@ class OpenAIIngress:
         return reply
 
     async def _register(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._changed(unwrap(await self._manager.register.remote(body)))
+        return await self._changed(
+            await self._ask(self._manager.register.remote(body), MANAGER_CHANGE_TIMEOUT_S)
+        )
 
     async def _update(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self._changed(unwrap(await self._manager.update.remote(name, patch)))
+        return await self._changed(
+            await self._ask(self._manager.update.remote(name, patch), MANAGER_CHANGE_TIMEOUT_S)
+        )
 
     async def _delete(self, name: str) -> dict[str, Any]:
         self._directory.remove(name)  # new requests get 404 from now on
-        return await self._changed(unwrap(await self._manager.delete.remote(name)))
+        return await self._changed(
+            await self._ask(self._manager.delete.remote(name), MANAGER_CHANGE_TIMEOUT_S)
+        )
 
     async def _describe(self, name: str | None = None) -> list[dict[str, Any]]:
-        return unwrap(await self._manager.describe.remote(name))
+        return await self._ask(self._manager.describe.remote(name))
 
     @app.post(
         "/v1/admin/models",
@@ -559,7 +596,9 @@ class OpenAIIngress:
     )
     async def admin_warm(self, name: str, request: Request) -> dict[str, Any]:
         """Start replicas now and hold them (``{"replicas": n, "for_s": s}``)."""
-        return unwrap(await self._manager.warm.remote(name, await self._body(request)))
+        return await self._ask(
+            self._manager.warm.remote(name, await self._body(request)), MANAGER_CHANGE_TIMEOUT_S
+        )
 
     # ServerlessLLM-compatible admin API.
 
@@ -594,7 +633,7 @@ class OpenAIIngress:
 
     @app.get("/status", response_model=Status, responses=errors())
     async def status(self) -> dict[str, Any]:
-        models, nodes = await asyncio.gather(self._describe(), self._manager.nodes.remote())
+        models, nodes = await asyncio.gather(self._describe(), self._ask(self._manager.nodes.remote()))
         for model in models:  # waiting for a replica, in this ingress replica
             model["queued"] = self._waiting.get(model["model"], 0)
         return {"models": models, "nodes": nodes}

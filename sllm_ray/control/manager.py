@@ -200,6 +200,13 @@ class ModelManager:
         self._reconciled = loop.create_task(self._reconcile())
         self._node_watch = loop.create_task(self._watch_nodes())
 
+    def __del__(self) -> None:
+        """Serve's graceful shutdown of the manager (the app deleted or redeployed) stops
+        the per-node services with it; a manager that dies leaves them serving."""
+        nodes = getattr(self, "_nodes", None)
+        if nodes is not None:
+            nodes.close()
+
     def _app(self, model: str) -> str:
         return model_app_name(self._owner, model)
 

@@ -1,15 +1,21 @@
 """The per-node services of an sllm_ray app: an engine host pool and a checkpoint store.
 
-The model manager owns them (they go when the app goes) and keeps one of each on every
-live node, checking for new nodes every few seconds; a store or pool that dies is
-restarted by Ray. It also asks every store to prepare each registered model and records,
-from the stores' reports, which tier holds each model on each node.
+The model manager keeps one of each on every live node, checking for new nodes every few
+seconds; a store or pool that dies is restarted by Ray. They are detached actors, named
+after the app and the node: the data path runs through them (every engine host is a
+child of its node's pool), so a manager that dies must not take them along, as Ray takes
+the actors an actor owns. A restarted manager finds them again by name. The manager
+removes them when the app is deleted (``close``, from its graceful shutdown) and when
+their node is gone. It also asks every store to prepare each registered model and
+records, from the stores' reports, which tier holds each model on each node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +27,14 @@ from sllm_ray import metrics, ray_compat
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.placement import Estimate, NodeState, fits, rank
 from sllm_ray.engine.host_pool import HostPool
-from sllm_ray.names import NAMESPACE, checkpoint_key, layout_key, pool_name, store_name
+from sllm_ray.names import NAMESPACE, checkpoint_key, layout_key, named_actor, pool_name, store_name
 from sllm_ray.store.locate import DISK, DRAM, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
+# How long ``close`` waits for the stopped services' names to be free.
+CLOSE_TIMEOUT_S = 5.0
 # A node label naming the node's own folder under ``<data_dir>/store``: for nodes that share
 # the filesystem holding ``data_dir`` (several Ray nodes on one machine, a network disk).
 DISK_LABEL = "sllm-ray/disk"
@@ -53,6 +61,20 @@ class _Node:
     store: Any
 
 
+def _stop(node: _Node) -> None:
+    for actor in (node.pool, node.store):
+        with contextlib.suppress(Exception):  # gone already
+            ray.kill(actor, no_restart=True)
+
+
+def _named_actor_exists(name: str) -> bool:
+    try:
+        named_actor(name)
+    except ValueError:
+        return False
+    return True
+
+
 class NodeServices:
     def __init__(self, app: str, config: AppConfig, data_dir: Path) -> None:
         self._app = app
@@ -70,6 +92,7 @@ class NodeServices:
             "num_cpus": 0,
             "namespace": NAMESPACE,
             "get_if_exists": True,
+            "lifetime": "detached",
             "max_restarts": -1,
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
         }
@@ -108,9 +131,26 @@ class NodeServices:
         for node_id in alive - set(self._nodes):
             self._nodes[node_id] = self._start(node_id, alive, labels[node_id].get(DISK_LABEL))
         for node_id in set(self._nodes) - alive:
-            del self._nodes[node_id]
+            _stop(self._nodes.pop(node_id))
             self._reports.pop(node_id, None)
             self._pools.pop(node_id, None)
+
+    def close(self) -> None:
+        """Stop every node's pool (and so its hosts) and store, and wait, a few seconds at
+        most, until their names are free for the next deploy of the app."""
+        nodes, self._nodes = list(self._nodes.items()), {}
+        for _, node in nodes:
+            _stop(node)
+        names = [
+            n for node_id, _ in nodes for n in (pool_name(self._app, node_id), store_name(self._app, node_id))
+        ]
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while names and time.monotonic() < deadline:
+            names = [n for n in names if _named_actor_exists(n)]
+            if names:
+                time.sleep(0.1)
+        if names:
+            logger.warning("per-node services still up after %.0f s: %s", CLOSE_TIMEOUT_S, names)
 
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model, in the background, on ``store_prefetch_nodes``
@@ -153,6 +193,13 @@ class NodeServices:
         for (node_id, _), store, pool in zip(
             nodes, reports[: len(nodes)], reports[len(nodes) :], strict=True
         ):
+            if isinstance(store, ray.exceptions.ActorDiedError) or isinstance(
+                pool, ray.exceptions.ActorDiedError
+            ):
+                # Stopped for good (by an older manager's shutdown, during a redeploy of
+                # the app): started again at the next ``ensure``.
+                _stop(self._nodes.pop(node_id))
+                continue
             if isinstance(store, dict):
                 self._reports[node_id] = store
             if isinstance(pool, dict):

@@ -1,0 +1,73 @@
+"""A control plane that fails alone: the model manager killed (SIGKILL) while streams are
+in flight cuts none of them, and the data path (ingress, model replicas, the node's pool
+and its hosts) keeps serving while Serve restarts the manager."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+from fake_app import APP, fake_model
+from support import wait_for
+
+from sllm_ray.names import MANAGER_NAME
+
+TOKENS = 60
+
+
+def _stream_text(client: openai.OpenAI, model: str, max_tokens: int) -> str:
+    text = ""
+    for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens, stream=True
+    ):
+        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    return text
+
+
+def _manager_pid() -> int:
+    """The manager replica's process (Ray titles it after the replica's actor)."""
+    title = f"ServeReplica:{APP}:{MANAGER_NAME}"
+    (pid,) = {p.pid for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or ())}
+    return pid
+
+
+def _pool(admin: httpx.Client) -> dict:
+    (node,) = admin.get("/status").json()["nodes"]
+    return node["engine_hosts"]
+
+
+def test_the_manager_killed_mid_stream_cuts_no_stream_and_the_data_path_keeps_serving(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    steady = fake_model("steady", tiny_model_dir, autoscaling={"keep_alive_s": 300})
+    steady["engine_kwargs"] = {"fake_token_s": 0.05}  # 60 tokens: 3 s a stream
+    assert fake_admin.post("/v1/admin/models", json=steady).status_code == 201
+    assert _stream_text(fake_client, "steady", 2) == "tok0 tok1"
+    launcher_before = _pool(fake_admin)["launcher"]["pid"]
+    manager = _manager_pid()
+    whole = " ".join(f"tok{i}" for i in range(TOKENS))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        streams = [pool.submit(_stream_text, fake_client, "steady", TOKENS) for _ in range(8)]
+        time.sleep(1.0)  # every stream under way
+        os.kill(manager, signal.SIGKILL)
+        # Meanwhile a known model answers, and an admin call is a 503 with Retry-After (or,
+        # once Serve has the manager back, an answer): neither hangs nor is a 500.
+        assert _stream_text(fake_client, "steady", 2) == "tok0 tok1"
+        started = time.monotonic()
+        listed = fake_admin.get("/v1/admin/models")
+        assert time.monotonic() - started < 15
+        assert listed.status_code in (200, 503), listed.text
+        if listed.status_code == 503:
+            assert "manager" in listed.json()["error"]["message"] and listed.headers["retry-after"]
+        assert [s.result(timeout=60) for s in streams] == [whole] * 8
+    wait_for(lambda: fake_admin.get("/v1/admin/models/steady").status_code == 200, 60, "the manager back")
+    # The data path was not restarted: the node's pool (and so its launcher) is the one from before.
+    assert _pool(fake_admin)["launcher"]["pid"] == launcher_before
+    assert _manager_pid() != manager
+    assert fake_admin.delete("/v1/admin/models/steady").status_code == 200
