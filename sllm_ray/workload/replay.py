@@ -198,10 +198,13 @@ class Replay:
         self._outcomes.append(outcome)
 
     async def _progress(self, total: int) -> None:
+        shown = -1
         while True:
             done = len(self._outcomes)
-            bar = "#" * (30 * done // max(total, 1))
-            print(f"\rreplay [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+            if done != shown:  # redrawn only when it moves: a log file gets one line per step
+                bar = "#" * (30 * done // max(total, 1))
+                print(f"\rreplay [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+                shown = done
             await asyncio.sleep(PROGRESS_S)
 
     async def run(self, trace: Trace) -> list[Outcome]:
