@@ -121,6 +121,9 @@ def test_invalid_registrations_store_nothing(
         ({"model": "bad-7", "model_source": f"{source}/../../{outside.parent.name}"}, "outside"),
         ({"model": "bad-8", "model_source": source, "engine_kwargs": {"no_such_arg": 1}}, "no_such_arg"),
         ({"model": "bad-9", "model_source": str(no_weights)}, "no weights"),
+        # Values vLLM's own argument parser refuses, found at registration.
+        ({"model": "bad-10", "model_source": source, "engine_kwargs": {"dtype": "float99"}}, "'float99'"),
+        ({"model": "bad-11", "model_source": source, "engine_kwargs": {"seed": "x"}}, "--seed: invalid"),
         ({"model_source": source}, "model"),
     ]
     for body, fragment in cases:

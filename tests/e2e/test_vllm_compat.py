@@ -21,6 +21,22 @@ def test_layout_args_are_the_weight_shaping_arguments_vllm_derives() -> None:
     assert not {"max_model_len", "kv_cache_memory_bytes", "enforce_eager", "max_num_seqs"} & set(derived)
 
 
+def test_engine_arguments_are_checked_by_vllms_own_parser() -> None:
+    from sllm_ray.engine import vllm_compat as vc
+
+    assert vc.engine_args_problem({"max_model_len": 512, "enforce_eager": True, "dtype": None}) is None
+    assert vc.engine_args_problem({"enforce_eager": False, "model_loader_extra_config": {"a": 1}}) is None
+    refused = {
+        "dtype": ("float99", "invalid choice: 'float99'"),
+        "tensor_parallel_size": (1.5, "invalid int value: '1.5'"),
+        "gpu_memory_utilization": ("high", "invalid float value: 'high'"),
+        "compilation_config": ({"no_such_field": 1}, "CompilationConfig"),
+    }
+    for key, (value, fragment) in refused.items():
+        problem = vc.engine_args_problem({key: value})
+        assert problem is not None and fragment in problem, (key, problem)
+
+
 def test_an_architecture_new_to_the_machine_is_inspected_in_process(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
