@@ -47,7 +47,8 @@ def test_replay_of_a_generated_trace_reports_cold_and_warm_requests(
 ) -> None:
     argv = ["--url", BASE_URL, "replay", "--generate", "--models", "2", "--duration", "40", "--seed", "1"]
     argv += ["--source", str(tiny_model_dir), "--engine-arg", "max_model_len=512"]
-    argv += ["--requests-per-model-hour", "1200", "--keep-alive", "1", "--json"]  # 15 requests
+    # 15 requests in 40 s of trace, replayed in 10 s
+    argv += ["--requests-per-model-hour", "1200", "--speed", "4", "--keep-alive", "1", "--json"]
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     overall = result["overall"]
