@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from sllm_ray import cli
 from sllm_ray.control.placement import DISK, DRAM, HOT
-from sllm_ray.simulator.calibration import Calibration, load
+from sllm_ray.simulator.calibration import Calibration, calibrate, load, save
 from sllm_ray.simulator.core import Cluster, Result, Simulation
 from sllm_ray.simulator.policies import policies
 from sllm_ray.workload.traces import Request
 
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 4 * 10**9
 # Round numbers: from disk 2 s of weights, from DRAM 0.4 s.
 CAL = Calibration(
@@ -107,3 +109,20 @@ def test_simulate_command_prints_one_json_object_per_policy(capsys: pytest.Captu
 
 def test_the_shipped_calibration_loads() -> None:
     assert load().replica_start_s > 0
+
+
+def test_calibrate_takes_the_store_bandwidths_and_the_cold_start_phases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sllm_ray.store import bandwidth
+
+    # The probe itself (64 MB written and read back) is the store's; here its answer.
+    monkeypatch.setattr(bandwidth, "measure", lambda disk, dram: {"dram": 5e9, "disk": 1e9})
+    cold_start = json.loads((REPO / "docs" / "benchmarks" / "cold_start.json").read_text())
+    calibration = calibrate(load(), cold_start, tmp_path)
+    phases = cold_start["sllm_ray"]["phases_p50_s"]
+    assert calibration.build_s == round(phases["engine_ready"] - phases["host_claimed"], 3)
+    assert calibration.replica_start_s == round(cold_start["sllm_ray"]["ttft_p50_s"] - calibration.build_s, 3)
+    assert (calibration.dram_bytes_per_s, calibration.disk_bytes_per_s) == (5e9, 1e9)
+    save(calibration, tmp_path / "calibration.json")
+    assert load(tmp_path / "calibration.json") == calibration
