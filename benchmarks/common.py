@@ -321,8 +321,10 @@ class Pool:
         if not self.prepared or self.preparing:
             return False
         workers = self.raw.get("replica_workers")
-        if isinstance(workers, dict) and _count(workers.get("idle")) < _count(workers.get("target")):
-            return False  # Ray is still starting replica workers: seconds of CPU each
+        if isinstance(workers, dict):
+            ready = _count(workers.get("idle")) - _count(workers.get("starting"))
+            if ready < _count(workers.get("target")):
+                return False  # Ray is still starting replica workers: seconds of CPU each
         return self.hosts is not None or self.ready >= min(1, _count(self.raw.get("size", 1)))
 
 

@@ -419,7 +419,7 @@ class ModelManager:
         )
 
     async def _release(self, model: str, hold: WarmHold) -> None:
-        await asyncio.sleep(max(0.0, hold.until - time.time()))
+        await asyncio.sleep(max(0.0, hold.until - time.time()) + RELEASE_MARGIN_S)
         try:
             await self._deploy(self._get(model).config)
         except Exception:

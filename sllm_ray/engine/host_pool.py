@@ -228,7 +228,7 @@ class HostPool:
 
     def _drop(self, host: _Host) -> None:
         self._hosts.pop(host.host_id, None)
-        self._sleeping.pop(host.host_id, None)
+        self._sleeping.pop(host.host_id)
         if host in self._ready:
             self._ready.remove(host)
         host.client.close()
@@ -345,7 +345,7 @@ class HostPool:
 
     def _exit(self, host: _Host) -> None:
         """Ask the host to exit; kill it when it does not within the call timeout."""
-        self._sleeping.pop(host.host_id, None)
+        self._sleeping.pop(host.host_id)
         host.state = EXITING
 
         async def stop() -> None:
@@ -396,6 +396,7 @@ class HostPool:
             "memory_bytes": self._sizing.memory_bytes,
             "replica_workers": {
                 "idle": self._workers.idle,
+                "starting": self._workers.starting,
                 "target": self._sizing.workers_target(time.monotonic(), self._min_workers),
                 "started": self._workers.started,
             },

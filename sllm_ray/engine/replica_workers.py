@@ -46,6 +46,11 @@ QUIET_S = 4.0
 prepared_at: float | None = None
 
 
+# CPU seconds a worker that is ready uses between two counts at most (Ray's own threads);
+# one still starting uses most of a core.
+STARTING_CPU_S = 0.1
+
+
 def prepare() -> None:
     """The setup hook of a replica's worker: import what a model replica runs (about 1 s)
     before the worker takes its actor."""
@@ -69,19 +74,27 @@ def own_worker_env() -> tuple[str, str]:
     return context.get_job_id(), context.runtime_env.serialize()
 
 
-def count_idle() -> int:
-    """This node's replica workers that are idle or still starting: processes with the
-    setup hook in their environment that run no actor yet. (Several Ray nodes on one
-    machine, as in ``ray.cluster_utils.Cluster``, see each other's: an idle worker's title
-    no longer names its raylet.)"""
-    count = 0
-    for process in psutil.process_iter(["name", "cmdline"]):
+def count_idle(cpu_seen: dict[int, float]) -> tuple[int, int]:
+    """This node's replica workers that run no actor yet (processes with the setup hook in
+    their environment), and how many of them are still starting: Ray's worker start and
+    the hook import for seconds, so a worker that used more than ``STARTING_CPU_S`` since
+    the last count (``cpu_seen``: pid -> CPU seconds then, updated here) is not ready yet.
+    (Several Ray nodes on one machine, as in ``ray.cluster_utils.Cluster``, see each
+    other's: an idle worker's title no longer names its raylet.)"""
+    idle, starting, seen = 0, 0, {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
         with contextlib.suppress(psutil.Error):
             if not ray_compat.is_idle_worker(process.info["name"], process.info["cmdline"] or []):
                 continue
-            if process.environ().get(ray_compat.WORKER_SETUP_HOOK_ENV_VAR) == PREPARE_HOOK:
-                count += 1
-    return count
+            if process.environ().get(ray_compat.WORKER_SETUP_HOOK_ENV_VAR) != PREPARE_HOOK:
+                continue
+            times = process.info["cpu_times"]
+            seen[process.pid] = times.user + times.system
+            idle += 1
+            starting += seen[process.pid] - cpu_seen.get(process.pid, 0.0) > STARTING_CPU_S
+    cpu_seen.clear()
+    cpu_seen.update(seen)
+    return idle, starting
 
 
 class ReplicaWorkers:
@@ -92,7 +105,9 @@ class ReplicaWorkers:
         self._worker_env: tuple[str, str] | None = None  # job id, serialized runtime env
         self._quiet_from = 0.0  # monotonic
         self.idle = 0
+        self.starting = 0  # of ``idle``: still importing
         self.started = 0
+        self._cpu_seen: dict[int, float] = {}
 
     def claimed(self, job_id: str, runtime_env: str, now: float) -> None:
         """A replica started on the node, of this job and environment: the workers for the
@@ -110,9 +125,11 @@ class ReplicaWorkers:
 
     async def keep(self, target: int, now: float) -> None:
         env = self._env()
-        if now < self._quiet_from or env is None:  # None: outside Ray (the pool's unit tests)
+        if env is None:  # outside Ray (the pool's unit tests)
             return
-        self.idle = count_idle()
+        self.idle, self.starting = count_idle(self._cpu_seen)
+        if now < self._quiet_from:
+            return
         missing = target - self.idle
         if missing <= 0:
             return

@@ -49,4 +49,5 @@ class Sleepers(Generic[K, T]):
         return None
 
     def pop(self, key: K) -> None:
+        """Forget ``key``'s item, if asleep here."""
         self._asleep.pop(key, None)
