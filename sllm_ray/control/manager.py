@@ -469,21 +469,16 @@ class ModelManager:
         if task is not None:
             await asyncio.shield(task)
 
-    async def start_failed(
-        self, model: str, fingerprint: str, message: str, reporter_running: bool = False
-    ) -> None:
-        """Called by a replica whose engine could not be built: the requests waiting for
-        the model get ``message`` (through the ingress's next poll of ``routing``), and the
-        model backs off (``control/failures.py``). ``reporter_running``: the replica's
-        constructor returned before its engine was built, so Serve may count it running;
-        it serves nothing (should Serve not count it yet while another replica runs, this
-        attempt ends all the same, the safe way round)."""
+    async def start_failed(self, model: str, fingerprint: str, message: str) -> None:
+        """Called by a replica whose engine could not be built, before it raises: the
+        requests waiting for the model get ``message`` (through the ingress's next poll of
+        ``routing``), and the model backs off (``control/failures.py``)."""
         deployed = self._deployed.get(model)
         if deployed is None or deployed.engine_fingerprint() != fingerprint:
             logger.info("ignored a failed start of %s: engine %s is not the one deployed", model, fingerprint)
             return
         apps = (await asyncio.to_thread(serve.status)).applications
-        if self._replicas(apps, self._registry.get(model)).get("RUNNING", 0) > reporter_running:
+        if self._replicas(apps, self._registry.get(model)).get("RUNNING"):
             # Another replica serves the model: its requests go there, and Serve retries
             # this one (a node short of memory, say) as it does any replica.
             metrics.count("sllm_failed_starts_total", {"model": model})

@@ -3,13 +3,10 @@
 The replica holds the model's resource reservation and nothing heavy: it never imports
 vLLM. On start it claims an engine host from its node's pool (a sleeping engine of the
 same model if there is one, else a freshly forked host), asks the node's checkpoint
-store where the weights are, and has the host build the engine, in the background: Serve
-marks the replica running meanwhile, and the requests it routes there wait for the
-engine. It forwards requests to the host over the host's local channel
-(``engine/channel.py``) and streams the replies back. A build that fails is the error of
-the requests waiting in the replica, with its cause, and is reported to the model
-manager, which names it to the requests still waiting at the ingress and removes the
-model's application for a backoff (``control/failures.py``).
+store where the weights are, and has the host build the engine; then it forwards
+requests to the host over the host's local channel (``engine/channel.py``) and streams
+the replies back. A build that fails is reported to the model manager, which names the
+cause to the waiting clients, and the replica's start fails.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
-from sllm_ray.errors import ModelStartFailedError, ServiceUnavailableError
+from sllm_ray.errors import ServiceUnavailableError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -60,10 +57,6 @@ ROUTER_PATH = "sllm_ray.serving.router:LocalFirstRouter"
 
 class EngineStartError(RuntimeError):
     """A replica could not get its engine: no pool on its node, or the build failed."""
-
-    def __init__(self, message: str, cause: str | None = None) -> None:
-        super().__init__(message)
-        self.cause = cause or message
 
 
 async def _node_pool(owner_app: str, node_id: str) -> Any:
@@ -115,18 +108,6 @@ class ModelServer:
         self._lease = lease
         self._timeline["host_claimed_at"] = time.time()
         self._channel = ChannelClient(lease.address, lease.pid)
-        self._start_kind = "hot" if lease.asleep else "cold"
-        self._first_wave = True
-        # The engine comes up after the constructor returns: Serve marks the replica
-        # running and routes the waiting requests to it while the engine is built (they
-        # wait in ``generate``), rather than after (0.2-0.3 s on a quiet node, seconds in
-        # a burst, when Serve's controller competes with the builds for the CPU).
-        self._engine = asyncio.get_running_loop().create_task(self._bring_up())
-        self._engine.add_done_callback(lambda task: task.cancelled() or task.exception())
-
-    async def _bring_up(self) -> None:
-        """Wake the claimed host's sleeping engine, or have the host build one."""
-        config, lease = self._config, self._lease
         try:
             if lease.asleep:
                 reply = await self._channel.call("wake", keep_asleep=config.keep_asleep)
@@ -136,6 +117,8 @@ class ModelServer:
             await self._start_failed(str(exc))
         record = HostRecord.from_json(reply)
         self._timeline["engine_ready_at"] = time.time()
+        self._start_kind = "hot" if lease.asleep else "cold"
+        self._first_wave = True
         tier = "hot" if lease.asleep else (record.load.tier if record.load else "source")
         _record_start(config.model, tier, self._timeline, record)
         if not lease.asleep and record.load is not None:
@@ -143,15 +126,8 @@ class ModelServer:
             metrics.observe("sllm_weights_load_bytes_per_second", {"model": config.model, "tier": tier}, rate)
             if record.load.layout_written:  # into DRAM, for the next engine of this layout
                 layout = engine_layout(config.engine_kwargs)
-                prepare_checkpoint(self._owner_app, self._node_id, config.model, config.model_source, layout)
+                prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
-
-    async def _engine_ready(self) -> None:
-        """Wait for the engine; a failed start is the request's error, with its cause."""
-        try:
-            await asyncio.shield(self._engine)
-        except EngineStartError as exc:
-            raise ModelStartFailedError(self._config.model, exc.cause, ENGINE_LOST_RETRY_S) from None
 
     async def _spec(self) -> EngineSpec:
         """The engine to build, its weights where this node's store has them."""
@@ -190,11 +166,10 @@ class ModelServer:
         logger.error("replica %s: %s", self._replica, message)
         with contextlib.suppress(Exception):  # the manager may be restarting: still fail
             manager = serve.get_deployment_handle(MANAGER_NAME, app_name=self._owner_app)
-            report = manager.start_failed.remote(
-                self._config.model, self._config.engine_fingerprint(), cause, reporter_running=True
+            await asyncio.wait_for(
+                manager.start_failed.remote(self._config.model, self._config.engine_fingerprint(), cause), 5
             )
-            await asyncio.wait_for(report, 5)
-        raise EngineStartError(message, cause)
+        raise EngineStartError(message)
 
     async def record(self) -> dict[str, Any]:
         """When this replica started, claimed its host and had its engine; and the host's
@@ -212,7 +187,6 @@ class ModelServer:
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
         """Stream a reply as ``sllm_ray.protocol`` describes."""
-        await self._engine_ready()
         # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
@@ -247,10 +221,6 @@ class ModelServer:
             await stream.aclose()
 
     async def check_health(self) -> None:
-        if not self._engine.done():
-            return  # being built: the host answers once it is
-        if (failed := self._engine.exception()) is not None:
-            raise RuntimeError(str(failed))
         if self._channel.failure is not None:
             raise RuntimeError(self._channel.failure)
         await self._channel.call("health")
