@@ -33,6 +33,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         ("model", "start"),
         TIME_BUCKETS,
     ),
+    "sllm_engine_replacements_total": (
+        "counter",
+        "Engines a replica took anew after its engine host died mid-life.",
+        ("model",),
+        None,
+    ),
     "sllm_cold_starts_total": (
         "counter",
         "Replica starts by model and by how its engine came up: dram, disk, source (built "

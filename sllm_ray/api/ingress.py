@@ -161,6 +161,8 @@ class _Reply:
         try:
             while (event := await self._next_event()) is not None:
                 self.log.event(event)
+                if event == SSE_DONE:  # complete: a client that leaves on it is no 499
+                    self.log.close(200)
                 yield event
             self.log.close(200)
         except Exception as exc:  # the replica died or the engine failed mid-stream

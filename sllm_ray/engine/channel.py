@@ -149,6 +149,7 @@ class ChannelClient:
         self._sock.connect(address)
         self._queues: dict[bytes, asyncio.Queue[dict[str, Any]]] = {}
         self._failure: str | None = None
+        self._failed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._receiver = loop.create_task(self._receive())
         self._watch = loop.create_task(self._watch_host(pid)) if pid is not None else None
@@ -161,6 +162,11 @@ class ChannelClient:
     def failure(self) -> str | None:
         """Why this channel is dead, or None while it works."""
         return self._failure
+
+    async def wait_failed(self) -> str:
+        """Wait until the channel is dead; why."""
+        await self._failed.wait()
+        return self._failure or "the channel failed"
 
     async def call(self, name: str, **args: Any) -> Any:
         """Run the host's control function ``name``; ChannelError with the host's reason
@@ -189,6 +195,7 @@ class ChannelClient:
     def fail(self, reason: str) -> None:
         """The host is gone: end every waiting request with ``reason``, refuse new ones."""
         self._failure = reason
+        self._failed.set()
         for queue in self._queues.values():
             queue.put_nowait({"error": reason})
 

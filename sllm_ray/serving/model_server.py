@@ -46,9 +46,13 @@ COLD_WINDOW_S = 10.0
 # A replica on a node that just joined waits this long for the manager to start the
 # node's pool (it looks every few seconds).
 POOL_WAIT_S = 30.0
-# Retry-After of a request whose engine host went away: Serve replaces the replica
-# (its health check fails) within seconds.
-ENGINE_LOST_RETRY_S = 5
+# Retry-After of a request whose engine host went away: the replica takes a new host,
+# a cold start of about a second.
+ENGINE_LOST_RETRY_S = 2
+# A replica replaces a dead engine host at most this often in the window; then it fails
+# its health check and Serve replaces the whole replica.
+MAX_REPLACEMENTS = 3
+REPLACEMENT_WINDOW_S = 60.0
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -102,6 +106,16 @@ class ModelServer:
         context = ray.get_runtime_context()
         self._node_id = context.get_node_id()
         self._pool = await _node_pool(owner_app, self._node_id)
+        self._engine_ready = asyncio.Event()
+        self._broken: str | None = None  # why this replica can no longer get an engine
+        self._replacements: list[float] = []  # monotonic, of engines replaced after a host died
+        await self._take_engine()
+        self._healer = asyncio.get_running_loop().create_task(self._heal())
+
+    async def _take_engine(self) -> None:
+        """Claim a host from the node's pool and have it wake or build this model's
+        engine; a build that fails ends in ``_start_failed``."""
+        config = self._config
         lease: HostLease = await self._pool.claim.remote(
             self._replica, os.getpid(), config.engine_fingerprint(), replica_workers.own_worker_env()
         )
@@ -126,8 +140,45 @@ class ModelServer:
             metrics.observe("sllm_weights_load_bytes_per_second", {"model": config.model, "tier": tier}, rate)
             if record.load.layout_written:  # into DRAM, for the next engine of this layout
                 layout = engine_layout(config.engine_kwargs)
-                prepare_checkpoint(owner_app, self._node_id, config.model, config.model_source, layout)
+                prepare_checkpoint(self._owner_app, self._node_id, config.model, config.model_source, layout)
+        self._engine_ready.set()
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
+
+    async def _heal(self) -> None:
+        """When the engine host dies, take a new one at once: a cold start of about a
+        second, where Serve would replace the replica only after its next health check
+        (``health_check_period_s``) and a whole replica start. After ``MAX_REPLACEMENTS``
+        in ``REPLACEMENT_WINDOW_S`` (a host that keeps dying), or a build that fails, the
+        replica is broken: its health check fails and Serve replaces it."""
+        while True:
+            cause = await self._channel.wait_failed()
+            self._engine_ready.clear()
+            self._channel.close()
+            now = time.monotonic()
+            self._replacements = [t for t in self._replacements if now - t < REPLACEMENT_WINDOW_S] + [now]
+            if len(self._replacements) > MAX_REPLACEMENTS:
+                self._broken = f"{cause} ({len(self._replacements)} times in {REPLACEMENT_WINDOW_S:.0f} s)"
+            else:
+                model = self._config.model
+                logger.warning("replica %s of %s: %s; taking a new engine host", self._replica, model, cause)
+                try:
+                    await self._take_engine()
+                    metrics.count("sllm_engine_replacements_total", {"model": self._config.model})
+                    continue
+                except Exception as exc:
+                    self._broken = f"{cause}; no new engine: {exc}"
+            logger.error("replica %s of %s is broken: %s", self._replica, self._config.model, self._broken)
+            self._engine_ready.set()  # the waiting requests fail with the cause
+            return
+
+    async def _engine(self) -> ChannelClient:
+        """The channel of a working engine, waiting while a dead host's is replaced."""
+        await self._engine_ready.wait()
+        if self._broken is not None:
+            raise ServiceUnavailableError(
+                f"the engine of model `{self._config.model}` is gone: {self._broken}", ENGINE_LOST_RETRY_S
+            )
+        return self._channel
 
     async def _spec(self) -> EngineSpec:
         """The engine to build, its weights where this node's store has them."""
@@ -174,7 +225,7 @@ class ModelServer:
     async def record(self) -> dict[str, Any]:
         """When this replica started, claimed its host and had its engine; and the host's
         own record, read now. For tests, benchmarks and status."""
-        host = await self._channel.call("record")
+        host = await (await self._engine()).call("record")
         return {
             "replica": self._replica,
             "pid": os.getpid(),
@@ -192,7 +243,7 @@ class ModelServer:
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"
         if self._first_wave:
             self._timeline.setdefault("first_request_at", time.time())
-        stream = self._channel.generate(endpoint, body)
+        stream = (await self._engine()).generate(endpoint, body)
         first = asyncio.ensure_future(anext(stream))
         try:
             try:
@@ -221,11 +272,15 @@ class ModelServer:
             await stream.aclose()
 
     async def check_health(self) -> None:
-        if self._channel.failure is not None:
-            raise RuntimeError(self._channel.failure)
-        await self._channel.call("health")
+        if self._broken is not None:
+            raise RuntimeError(self._broken)
+        if self._engine_ready.is_set():  # else: a dead host's engine is being replaced
+            await self._channel.call("health")
 
     def __del__(self) -> None:
+        healer = getattr(self, "_healer", None)
+        if healer is not None:
+            healer.cancel()
         channel = getattr(self, "_channel", None)
         if channel is not None:
             channel.close()
