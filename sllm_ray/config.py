@@ -250,6 +250,12 @@ class ModelConfig(_Strict):
         description="When a replica goes, keep its engine asleep on the node for a hot start "
         "(within the app's engine_sleepers_per_node); applies to replicas started after a change.",
     )
+    resume_streams: bool = Field(
+        True,
+        description="Continue a stream cut by a dead engine host or replica on a new engine, "
+        "from the tokens already sent (once per request; see README, *Streams that survive "
+        "their engine*).",
+    )
 
     @field_validator("model")
     @classmethod
@@ -576,6 +582,7 @@ class ModelUpdate(_Strict):
     request_wait_timeout_s: float | None = None
     request_deadline_s: float | None = None
     keep_asleep: bool | None = None
+    resume_streams: bool | None = None
 
     def apply(self, current: ModelConfig | Mapping[str, Any]) -> ModelConfig:
         """The new config: this change over ``current``, a config or its fields as stored (a

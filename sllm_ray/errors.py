@@ -151,6 +151,11 @@ class ServiceUnavailableError(_RetryLater):
     type = "service_unavailable"
 
 
+class EngineLostError(ServiceUnavailableError):
+    """A replica's engine host died under a request (or the replica can get no new one):
+    a request with nothing sent yet is retried, a stream resumed (``api/resume.py``)."""
+
+
 class ModelStartFailedError(_RetryLater):
     """The model's replicas cannot start (e.g. its engine cannot be built): the cause, sent
     at once to the requests waiting for it and, until the retry backoff ends, to new ones."""

@@ -33,6 +33,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         ("model", "start"),
         TIME_BUCKETS,
     ),
+    "sllm_resumed_streams_total": (
+        "counter",
+        "Streams continued on a new engine after theirs was lost mid-stream.",
+        ("model",),
+        None,
+    ),
     "sllm_engine_replacements_total": (
         "counter",
         "Engines a replica took anew after its engine host died mid-life.",

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -31,6 +31,7 @@ from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.error_responses import as_openai_error, error_response, install_error_handlers
 from sllm_ray.api.model_directory import ModelDirectory
 from sllm_ray.api.request_body import check_request, parse_json_body, read_body
+from sllm_ray.api.resume import StreamResume, resumable, sse
 from sllm_ray.api.schemas import (
     AdminModel,
     AdminModelList,
@@ -56,6 +57,7 @@ from sllm_ray.control.failures import StartFailure
 from sllm_ray.control.rhythm import WarmRequest
 from sllm_ray.errors import (
     DeadlineExceededError,
+    EngineLostError,
     ModelStartFailedError,
     OpenAIError,
     PayloadTooLargeError,
@@ -129,6 +131,18 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
     return await _deadline(request, call_next(request))
 
 
+# Continues a stream: the reply to a legacy completion of the stream's tokens so far.
+Restart = Callable[[dict[str, Any]], Awaitable["_Reply"]]
+
+
+def _engine_lost(exc: BaseException) -> bool:
+    """A failure a new engine can recover from: the replica died, or its engine host did
+    (the replica's 503)."""
+    if isinstance(exc, RayActorError | ActorUnavailableError):
+        return True
+    return isinstance(carried_error(exc), EngineLostError)
+
+
 class _Reply:
     """A forwarded request once its replica answered: the head and, for a stream, the rest."""
 
@@ -139,12 +153,15 @@ class _Reply:
         events: DeploymentResponseGenerator,
         log: RequestLog,
         deadline: tuple[float, str],
+        resume: tuple[StreamResume, Restart] | None = None,
     ) -> None:
         self.replica = replica
         self.head = head
         self.events = events
         self.log = log
         self.deadline = deadline  # (seconds, setting): the longest a stream may go without an event
+        self._resume = resume
+        self._continuing = False  # the events are the continuation's
         if head.body is not None:  # whole: accounted for now
             if head.status == 200:
                 log.whole(head.body)
@@ -159,7 +176,8 @@ class _Reply:
         """The stream's events; a failure mid-stream becomes a final SSE error event, since
         the HTTP status is already sent."""
         try:
-            while (event := await self._next_event()) is not None:
+            while (event := await self._next()) is not None:
+                event = self._rewrite(event)
                 self.log.event(event)
                 if event == SSE_DONE:  # complete: a client that leaves on it is no 499
                     self.log.close(200)
@@ -174,6 +192,31 @@ class _Reply:
             self.log.close(499)  # the client went away mid-stream (nginx's code for it)
             self.events.cancel()
 
+    async def _next(self) -> str | None:
+        """The next event; once per request, a stream whose engine was lost goes on from a
+        new one (``api/resume.py``)."""
+        try:
+            return await self._next_event()
+        except Exception as exc:
+            body = self._resume[0].body() if self._resume is not None and _engine_lost(exc) else None
+            if body is None:
+                raise
+            tracker, restart = self._resume  # type: ignore[misc]
+            tracker.resumed = True
+            logger.warning(
+                "stream of model %s lost its engine after %d tokens (%s): resuming",
+                self.log.model,
+                len(tracker.generated),
+                type(exc).__name__,
+            )
+            continued = await restart(body)
+            if continued.head.body is not None:  # refused whole: the error ends the stream
+                raise OpenAIError.from_body(continued.head.status, continued.head.body) from exc
+            self.events.cancel()
+            self.events, self.replica, self._continuing = continued.events, continued.replica, True
+            metrics.count("sllm_resumed_streams_total", {"model": self.log.model})
+            return await self._next_event()
+
     async def _next_event(self) -> str | None:
         """The stream's next event (None at its end), by the deadline: a stalled stream ends."""
         try:
@@ -182,6 +225,17 @@ class _Reply:
             return None
         except TimeoutError:
             raise DeadlineExceededError(*self.deadline) from None
+
+    def _rewrite(self, event: str) -> str:
+        """An event of a resumable stream as the client gets it: token ids noted (and
+        removed unless asked for); a continuation's in the first reply's shape."""
+        if self._resume is None or event == SSE_DONE:
+            return event
+        chunk = parse_sse_event(event)
+        if not chunk or "error" in chunk:
+            return event
+        tracker = self._resume[0]
+        return sse(tracker.continue_chunk(chunk) if self._continuing else tracker.outgoing(chunk))
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """The stream as decoded chunk objects, for Python callers."""
@@ -370,8 +424,38 @@ class OpenAIIngress:
         body: dict[str, Any],
         log: RequestLog,
         request_deadline: tuple[float, str],
+        *,
+        continuation: bool = False,
     ) -> _Reply:
         body = check_request(body, config.request_limits, config.max_tokens_limit)
+        tracker = None
+        if not continuation and config.resume_streams and resumable(endpoint, body):
+            tracker = StreamResume(endpoint, body)
+            body = tracker.forwarded_body()
+        try:
+            replica, head, events = await self._dispatch(endpoint, config, body, log)
+        except Exception as exc:
+            if not _engine_lost(exc) or continuation or not config.resume_streams:
+                raise
+            # Nothing was sent yet: once more, on the replica's new engine or a new replica.
+            logger.warning("request to model %s lost its engine before replying: retrying", config.model)
+            replica, head, events = await self._dispatch(endpoint, config, body, log)
+        resume = None
+        if tracker is not None:
+
+            async def restart(rest: dict[str, Any]) -> _Reply:
+                return await self._routed(
+                    Endpoint.COMPLETIONS, config, rest, log, request_deadline, continuation=True
+                )
+
+            resume = (tracker, restart)
+        return _Reply(replica, head, events, log, request_deadline, resume)
+
+    async def _dispatch(
+        self, endpoint: Endpoint, config: ModelConfig, body: dict[str, Any], log: RequestLog
+    ) -> tuple[str, ResponseHead, DeploymentResponseGenerator]:
+        """The request sent to a replica of its model, once one accepted it: which one, the
+        reply's head and the rest of its events."""
         self._touch(config.model)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         deadline = time.monotonic() + wait_s
@@ -402,14 +486,14 @@ class OpenAIIngress:
         log.start_kind = accepted.start_kind
         try:
             head = accepted.head or await events.__anext__()
-        except asyncio.CancelledError:  # the deadline, or the client gone: the replica stops too
+        except BaseException:  # the deadline, the client gone, the engine lost: the replica stops too
             events.cancel()
             raise
         if head.status >= 500 and head.status != 503 and head.body is not None:
             # An engine's own fault: its message may name processes and files; the log keeps it.
             error = internal_error(logger, f"engine of {config.model} answered {head.status}: {head.body}")
             head = ResponseHead(error.status, error.body())
-        return _Reply(accepted.replica, head, events, log, request_deadline)
+        return accepted.replica, head, events
 
     async def _unavailable(self, model: str, deadline: float) -> None:
         """Serve has no deployment for the model's handle: its application was removed

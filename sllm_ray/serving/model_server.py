@@ -31,7 +31,7 @@ from sllm_ray.config import ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
-from sllm_ray.errors import ServiceUnavailableError
+from sllm_ray.errors import EngineLostError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -175,7 +175,7 @@ class ModelServer:
         """The channel of a working engine, waiting while a dead host's is replaced."""
         await self._engine_ready.wait()
         if self._broken is not None:
-            raise ServiceUnavailableError(
+            raise EngineLostError(
                 f"the engine of model `{self._config.model}` is gone: {self._broken}", ENGINE_LOST_RETRY_S
             )
         return self._channel
@@ -258,7 +258,7 @@ class ModelServer:
         except ChannelError as exc:
             # Its message names the host's process: for the log, not for the client.
             logger.warning("replica %s lost its engine host mid-request: %s", self._replica, exc)
-            raise ServiceUnavailableError(
+            raise EngineLostError(
                 f"the engine host of model `{self._config.model}` went away mid-request; retry",
                 ENGINE_LOST_RETRY_S,
             ) from None

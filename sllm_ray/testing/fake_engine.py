@@ -10,7 +10,10 @@ channel, launcher and hosts, only the engine is fake. Its engine arguments:
 - ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
 - ``max_model_len``: prompts longer than this (in characters) get vLLM's 400.
 
-The n-th token of every reply is ``tok<n>``; ``max_tokens`` (default 16) of them.
+The n-th token of every reply is ``tok<n>`` (token id ``100 + n``); ``max_tokens``
+(default 16) of them. A prompt of token ids (``[1, 100, 101]``) continues after the tokens
+of a reply it holds (``tok2``): the way a resumed stream continues its greedy answer.
+With ``return_token_ids`` the chunks carry the ids, as vLLM's do.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ ARGS = (
     "enforce_eager",
     "kv_cache_memory_bytes",
 )
+
+
+FIRST_TOKEN_ID = 100
 
 
 def _error(message: str, param: str | None = None) -> ResponseHead:
@@ -99,11 +105,18 @@ class FakeEngine:
             yield _error(f"the prompt is longer than max_model_len {limit}", "prompt")
             return
         count = int(body.get("max_tokens") or 16)
-        tokens = [f"tok{i}" for i in range(count)]
+        prompt_ids = prompt if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) else [1]
+        first = sum(t >= FIRST_TOKEN_ID for t in prompt_ids)
+        tokens = [f"tok{i}" for i in range(first, first + count)]
+        with_ids = bool(body.get("return_token_ids"))
         rid = f"fake-{uuid.uuid4().hex[:12]}"
         kind = "chat.completion" if endpoint is Endpoint.CHAT else "text_completion"
         base = {"id": rid, "created": int(time.time()), "model": self.model}
-        usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
+        usage = {
+            "prompt_tokens": len(prompt_ids),
+            "completion_tokens": count,
+            "total_tokens": count + len(prompt_ids),
+        }
         delay = float(self._args.get("fake_token_s", 0))
         if not body.get("stream"):
             await asyncio.sleep(delay * count)
@@ -120,11 +133,21 @@ class FakeEngine:
         for i, token in enumerate(tokens):
             if delay:
                 await asyncio.sleep(delay)
-            piece = token if i == 0 else " " + token
+            piece = token if i + first == 0 else " " + token
             finish = "length" if i == count - 1 else None
+            chunk: dict[str, Any] = {**base, "object": chunk_kind}
             if endpoint is Endpoint.CHAT:
                 choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
+                if with_ids and i == 0:
+                    chunk["prompt_token_ids"] = prompt_ids
             else:
                 choice = {"index": 0, "text": piece, "finish_reason": finish}
-            yield f"data: {json.dumps({**base, 'object': chunk_kind, 'choices': [choice]})}\n\n"
+                if with_ids and i == 0:
+                    choice["prompt_token_ids"] = prompt_ids
+            if with_ids:
+                choice["token_ids"] = [FIRST_TOKEN_ID + first + i]
+            chunk["choices"] = [choice]
+            yield f"data: {json.dumps(chunk)}\n\n"
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield f"data: {json.dumps({**base, 'object': chunk_kind, 'choices': [], 'usage': usage})}\n\n"
         yield SSE_DONE

@@ -143,32 +143,58 @@ def test_a_broken_engine_fails_its_waiting_request_with_the_cause_and_a_patch_fi
     assert fake_admin.delete("/v1/admin/models/broken").status_code == 200
 
 
-def test_a_host_killed_mid_stream_ends_the_stream_with_an_error_and_the_replica_takes_a_new_host(
+def _kill_host_mid_stream(stream: Any, model: str) -> tuple[str, Any, float]:
+    """Read ``stream``, SIGKILLing the model's engine host after a few tokens: the text
+    read, the last chunk and when the host was killed."""
+    pid, text, last, killed_at = _record(model)["host"]["pid"], "", None, 0.0
+    for chunk in stream:
+        last = chunk
+        if chunk.choices:
+            choice = chunk.choices[0]
+            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
+        if len(text) > 10 and pid:
+            os.kill(pid, signal.SIGKILL)
+            pid, killed_at = 0, time.time()
+    assert killed_at, "the stream ended before the host was killed"
+    return text, last, killed_at
+
+
+def test_a_stream_whose_host_is_killed_goes_on_from_a_new_host_whole_and_once(
     fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
 ) -> None:
     slow = fake_model("doomed", tiny_model_dir, autoscaling=FAST)
-    slow["engine_kwargs"] = {"fake_token_s": 0.05}
+    slow["engine_kwargs"] = {"fake_token_s": 0.03}
     _register(fake_admin, slow)
     _stream(fake_client, "doomed", 1)
     before = _record("doomed")
-    serving = {"pid": before["host"]["pid"]}
-    text = ""
-    with pytest.raises(openai.APIError, match="engine host"):  # never a silent cut
-        for chunk in fake_client.chat.completions.create(
-            model="doomed", messages=[{"role": "user", "content": "hi"}], max_tokens=200, stream=True
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-            if len(text) > 10 and serving["pid"]:
-                os.kill(serving["pid"], signal.SIGKILL)
-                serving["pid"] = 0
-                killed_at = time.monotonic()
-    assert text.startswith("tok0")
-    # The same replica takes a new host from the pool: no wait for Serve's health check.
-    wait_for(lambda: _try(fake_client, "doomed"), 10, "doomed to answer again", interval_s=0.2)
-    assert time.monotonic() - killed_at < 10
+    chat = fake_client.chat.completions.create(
+        model="doomed",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, last, killed_at = _kill_host_mid_stream(chat, "doomed")
+    # The same replica took a new host, no wait for Serve's health check, and the stream
+    # went on from the tokens already sent: no gap, no duplicate, usage for the whole.
+    assert text == " ".join(f"tok{i}" for i in range(40))
+    assert last.usage.completion_tokens == 40 and last.usage.prompt_tokens == 1
+    assert last.object == "chat.completion.chunk" and not hasattr(last, "token_ids")
     after = _record("doomed")
     assert after["replica"] == before["replica"]
     assert after["host"]["pid"] != before["host"]["pid"]
+    assert after["engine_ready_at"] - killed_at < 10
+    # A legacy completion too; one with stop strings cannot be continued from its token
+    # ids: its stream ends with an error event, never a bare cut.
+    completion = fake_client.completions.create(model="doomed", prompt="hi", max_tokens=30, stream=True)
+    text, _, _ = _kill_host_mid_stream(completion, "doomed")
+    assert text == " ".join(f"tok{i}" for i in range(30))
+    with pytest.raises(openai.APIError, match="engine host"):
+        stopping = fake_client.completions.create(
+            model="doomed", prompt="hi", max_tokens=30, stop=["x"], stream=True
+        )
+        _kill_host_mid_stream(stopping, "doomed")
+    wait_for(lambda: _try(fake_client, "doomed"), 10, "doomed to answer again", interval_s=0.2)
     assert fake_admin.delete("/v1/admin/models/doomed").status_code == 200
 
 
