@@ -53,6 +53,7 @@ ENGINE_LOST_RETRY_S = 2
 # its health check and Serve replaces the whole replica.
 MAX_REPLACEMENTS = 3
 REPLACEMENT_WINDOW_S = 60.0
+HEALTH_CHECK_PERIOD_S = 2.0
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -322,9 +323,10 @@ def build_model_deployment(
         # by-value registry is not safe while two deploys overlap in the manager.
         request_router_config=RequestRouterConfig(request_router_class=ROUTER_PATH),
         **group,
-        # The engine build is the slow part of a replica's start; Serve's default
-        # health-check period would otherwise probe a half-built engine.
-        health_check_period_s=10,
+        # Serve notices a replica whose process died only at its next health check, and
+        # the streams resumed from it wait for the new replica that follows. Checks start
+        # once the engine is built, and pass while a dead host's engine is replaced.
+        health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=30,
         # Bounds how long in-flight requests may finish when a model is deleted.
         graceful_shutdown_timeout_s=30,

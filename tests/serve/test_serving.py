@@ -198,6 +198,28 @@ def test_a_stream_whose_host_is_killed_goes_on_from_a_new_host_whole_and_once(
     assert fake_admin.delete("/v1/admin/models/doomed").status_code == 200
 
 
+def test_a_stream_whose_replica_is_killed_goes_on_from_a_new_replica(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    slow = fake_model("orphaned", tiny_model_dir, autoscaling={**FAST, "min_replicas": 1})
+    slow["engine_kwargs"] = {"fake_token_s": 0.03}
+    _register(fake_admin, slow)
+    _stream(fake_client, "orphaned", 1)
+    before = _record("orphaned")
+    text = ""
+    stream = fake_client.chat.completions.create(
+        model="orphaned", messages=[{"role": "user", "content": "hi"}], max_tokens=60, stream=True
+    )
+    for chunk in stream:
+        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+        if len(text) > 10 and before:
+            os.kill(before["pid"], signal.SIGKILL)
+            killed, before = before, {}
+    assert text == " ".join(f"tok{i}" for i in range(60))
+    assert _record("orphaned")["replica"] != killed["replica"]
+    assert fake_admin.delete("/v1/admin/models/orphaned").status_code == 200
+
+
 def _try(client: openai.OpenAI, model: str) -> bool:
     try:
         return _stream(client, model, 2)[1] == "tok0 tok1"
