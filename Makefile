@@ -27,9 +27,10 @@ $(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
 	$(PY) -m sllm_ray.tools.tiny_model $(DEMO_MODEL)
 
 # The waiter prints one line once the app is ready (GET /ready): from then on a first
-# request cold-starts in the documented time.
+# request cold-starts in the documented time. `sllm-ray serve` is `serve run` draining on
+# SIGTERM/Ctrl-C (README, *Stopping*).
 run: setup demo-model
-	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/serve run configs/serve.yaml
+	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/sllm-ray serve configs/serve.yaml
 
 test: setup
 	$(VENV)/bin/pytest -v -rs tests/unit tests/serve tests/e2e

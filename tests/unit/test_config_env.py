@@ -114,7 +114,7 @@ def test_the_environment_is_validated_by_the_same_model(monkeypatch: pytest.Monk
 
 def test_an_unknown_variable_is_an_error_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLLM_RAY_DATADIR", "/d")
-    with pytest.raises(ValueError, match="unknown setting.*SLLM_RAY_DATADIR"):
+    with pytest.raises(ValueError, match=r"unknown setting.*SLLM_RAY_DATADIR"):
         app_config({})
 
 
