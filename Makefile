@@ -9,9 +9,22 @@ DEMO_MODEL := models/tiny-llama
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo-model run test test-fast unit lint bench clean
+.PHONY: setup tools demo-model run test test-fast unit lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# Debian's tools the tests run for real, installed when missing: the compose validator
+# (`docker-compose config -q`, tests/unit/test_deploy_manifests.py) and Prometheus with
+# promtool (tests/e2e/test_metrics.py queries the dashboard's PromQL through it). Without
+# apt-get (or root) the tests that need them say so and skip.
+DEB_TOOLS := docker-compose:docker-compose prometheus:prometheus promtool:prometheus
+tools:
+	@missing=$$(for t in $(DEB_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		else echo "make tools: missing $$missing (apt-get install as root); their tests will skip"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

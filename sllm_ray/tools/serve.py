@@ -12,6 +12,9 @@ local one), runs ``serve run`` against it, and on SIGTERM or SIGINT
 3. stops ``serve run`` with SIGINT, which shuts Serve down (replicas, engine hosts and
    sleeping engines exit through their own shutdown), and exits 0.
 
+``--drain-only`` does step 1 and 2 against a running app and returns: a Kubernetes
+``preStop`` hook where KubeRay, not this command, deployed the app.
+
 ``SLLM_RAY_HTTP_HOST`` and ``SLLM_RAY_HTTP_PORT`` override the config's ``http_options``
 (containers listen on 0.0.0.0 without editing the file).
 """
@@ -135,15 +138,31 @@ def run(config_path: Path, address: str | None) -> int:
     return code
 
 
+def drain_only(config_path: Path, address: str | None) -> int:
+    import ray
+
+    apps = sllm_apps(serve_config(config_path, dict(os.environ)))
+    ray.init(address=address or "auto", namespace="serve", log_to_driver=False)
+    try:
+        return 0 if drain(apps) else 1
+    finally:
+        ray.shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sllm-ray serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="Serve config file (configs/serve.yaml)")
     parser.add_argument(
         "--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (default: start one)"
     )
+    parser.add_argument(
+        "--drain-only", action="store_true", help="drain the running app and return (a preStop hook)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if args.drain_only:
+            return drain_only(args.config, args.address)
         return run(args.config, args.address)
     except (OSError, ValueError) as exc:
         print(f"sllm-ray serve: {exc}", file=sys.stderr)
