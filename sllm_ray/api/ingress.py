@@ -327,6 +327,10 @@ class OpenAIIngress:
         manager_down = False
         while True:
             await asyncio.sleep(REFRESH_S)
+            # Ray's export drops a gauge not set again within two of its export intervals:
+            # the waiting counts are set each second, not only when they change.
+            for model, waiting in self._waiting.items():
+                metrics.set_gauge("sllm_queued_requests", {"model": model}, waiting)
             try:
                 await self._refresh()
             except ServiceUnavailableError:
