@@ -445,6 +445,7 @@ class OpenAIIngress:
         whatever happens."""
         log = RequestLog("unknown", endpoint.value)  # an unknown model is not a label
         self._in_flight += 1
+        streaming = False  # a stream counts as in flight until its end (``_Reply.sse``)
         try:
             if self._draining:
                 raise ServiceUnavailableError(
@@ -452,16 +453,17 @@ class OpenAIIngress:
                 )
             data = await self._body(body) if isinstance(body, Request) else body
             reply = await self._forward(endpoint, generation_body(_BODY_MODELS[endpoint], data), log)
+            if reply.head.body is None:
+                streaming = True
+                reply.on_end = self._stream_ended
+            return reply
         except Exception as exc:
-            self._in_flight -= 1
             error = carried_error(exc)
             log.close(error.status if error is not None else 500)
             raise
-        if reply.head.body is not None:
-            self._in_flight -= 1
-        else:
-            reply.on_end = self._stream_ended
-        return reply
+        finally:  # cancelled too (the client gone)
+            if not streaming:
+                self._in_flight -= 1
 
     def _stream_ended(self) -> None:
         self._in_flight -= 1
