@@ -14,10 +14,11 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 setup: $(STAMP) tools
 
 # Debian's tools the tests run for real, installed when missing: the compose validator
-# (`docker-compose config -q`, tests/unit/test_deploy_manifests.py) and Prometheus with
-# promtool (tests/e2e/test_metrics.py queries the dashboard's PromQL through it). Without
-# apt-get (or root) the tests that need them say so and skip.
-DEB_TOOLS := docker-compose:docker-compose prometheus:prometheus promtool:prometheus
+# (`docker-compose config -q`, tests/unit/test_deploy_manifests.py), shellcheck (the
+# container's entry point), and Prometheus with promtool (tests/e2e/test_metrics.py queries
+# the dashboard's PromQL through it). Without apt-get (or root) the tests that need them
+# say so and skip.
+DEB_TOOLS := docker-compose:docker-compose shellcheck:shellcheck prometheus:prometheus promtool:prometheus
 tools:
 	@missing=$$(for t in $(DEB_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done | sort -u); \
 	if [ -n "$$missing" ]; then \

@@ -148,6 +148,13 @@ def test_health_is_the_readiness_route(stubs: Path, ready_server: http.server.HT
     assert run(stubs, "health", SLLM_RAY_HTTP_PORT=port)[0].returncode == 1
 
 
+def test_shellcheck_finds_nothing() -> None:
+    if not shutil.which("shellcheck"):
+        pytest.skip("no shellcheck: `make tools` installs Debian's (CI does)")
+    done = subprocess.run(["shellcheck", str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout
+
+
 def test_the_image_runs_it_as_uid_1000_with_a_health_check() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "USER 1000:1000" in dockerfile
