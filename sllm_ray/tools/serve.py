@@ -8,7 +8,7 @@ local one), runs ``serve run`` against it, and on SIGTERM or SIGINT
 1. has each sllm_ray app's model manager start the drain (``control/drain.py``): new
    generation requests get 503 with ``Retry-After`` and ``GET /ready`` turns 503;
 2. waits until the requests and streams in flight have finished, at most the app's
-   ``drain_timeout_s`` (default 30 s);
+   ``drain_timeout_s`` (default 30 s; a second signal, Ctrl-C twice, ends the wait);
 3. stops ``serve run`` with SIGINT, which shuts Serve down (replicas, engine hosts and
    sleeping engines exit through their own shutdown), and exits 0.
 
@@ -74,8 +74,9 @@ def sllm_apps(config: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def drain(apps: dict[str, float]) -> bool:
-    """Drain every app (see the module's doc); True when all finished within their bounds."""
+def drain(apps: dict[str, float], hurry: threading.Event | None = None) -> bool:
+    """Drain every app (see the module's doc); True when all finished within their bounds.
+    ``hurry`` set (a second stop signal) ends the wait at once."""
     from ray import serve
 
     managers = {name: serve.get_deployment_handle(MANAGER_NAME, app_name=name) for name in apps}
@@ -84,6 +85,9 @@ def drain(apps: dict[str, float]) -> bool:
         manager.drain.remote().result(timeout_s=30)
     pending = dict(managers)
     while pending:
+        if hurry is not None and hurry.is_set():
+            logger.warning("second stop signal: not waiting for the requests in flight")
+            return False
         for name, manager in list(pending.items()):
             status = manager.drain_status.remote().result(timeout_s=30)
             if status.drained:
@@ -106,11 +110,15 @@ def run(config_path: Path, address: str | None) -> int:
 
     config = serve_config(config_path, dict(os.environ))
     apps = sllm_apps(config)
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        (hurry if stop.is_set() else stop).set()
+
     ray.init(address=address, namespace="serve", log_to_driver=False)
     # After ray.init: Ray's core worker installs a handler of its own.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="sllm-serve-") as file:
         yaml.safe_dump(config, file)
         file.flush()
@@ -124,7 +132,7 @@ def run(config_path: Path, address: str | None) -> int:
             return child.returncode or 1
         logger.info("stop signal: draining %s", ", ".join(apps) or "(no sllm_ray app)")
         try:
-            drain(apps)
+            drain(apps, hurry)
         except Exception:
             logger.exception("the drain failed; stopping anyway")
         child.send_signal(signal.SIGINT)  # `serve run`: serve.shutdown()

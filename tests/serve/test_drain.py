@@ -1,5 +1,6 @@
 """SIGTERM to ``sllm-ray serve`` drains: streams in flight finish, new requests get 503 with
-``Retry-After``, ``/ready`` turns 503, and the process exits 0.
+``Retry-After``, ``/ready`` turns 503, a stream longer than ``drain_timeout_s`` is cut at
+that bound, and the process exits 0.
 
 A real ``serve run`` in a Ray instance of its own (a subprocess: it is how containers stop
 the app), with the fake engine, whose streaming path through the ingress is the real one.
@@ -25,6 +26,8 @@ from fake_app import FAKE, fake_model
 STREAMS = 4
 TOKENS = 16
 TOKEN_S = 0.25  # each stream: 4 s, most of it after SIGTERM
+DRAIN_S = 8.0
+LONG_TOKENS = 240  # 60 s: beyond the drain's bound
 
 
 def _free_port() -> int:
@@ -73,7 +76,7 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
         SLLM_RAY_DATA_DIR=str(tmp_path / "data"),  # the rest of the app's config from the environment
         SLLM_RAY_STORE_DRAM_DIR=str(dram),
         SLLM_RAY_MODEL_ROOTS=str(tiny_model_dir.parent),
-        SLLM_RAY_DRAIN_TIMEOUT_S="20",
+        SLLM_RAY_DRAIN_TIMEOUT_S=str(DRAIN_S),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "sllm_ray.cli", "serve", str(config_file)], env=env, cwd=tmp_path
@@ -83,20 +86,26 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         client.completions.create(model="drained", prompt="warm", max_tokens=1)  # the replica is up
 
-        first_events = threading.Barrier(STREAMS + 1, timeout=30)
+        first_events = threading.Barrier(STREAMS + 2, timeout=30)
         texts: dict[int, list[str]] = {}
         finished: dict[int, str | None] = {}
 
         def stream(i: int) -> None:
             texts[i] = []
-            chunks = client.completions.create(model="drained", prompt="hi", max_tokens=TOKENS, stream=True)
-            for n, chunk in enumerate(chunks):
-                texts[i].append(chunk.choices[0].text)
-                finished[i] = chunk.choices[0].finish_reason
-                if n == 0:
-                    first_events.wait()
+            tokens = LONG_TOKENS if i == STREAMS else TOKENS
+            chunks = client.completions.create(model="drained", prompt="hi", max_tokens=tokens, stream=True)
+            try:
+                for n, chunk in enumerate(chunks):
+                    texts[i].append(chunk.choices[0].text)
+                    finished[i] = chunk.choices[0].finish_reason
+                    if n == 0:
+                        first_events.wait()
+            except Exception:  # the long one: cut when the app stops
+                if i != STREAMS:
+                    raise
 
-        threads = [threading.Thread(target=stream, args=(i,)) for i in range(STREAMS)]
+        # STREAMS streams that end within the drain, and one that does not.
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(STREAMS + 1)]
         for thread in threads:
             thread.start()
         first_events.wait()  # every stream is under way
@@ -123,11 +132,14 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
             process.wait()
         left = dram.exists() and any(dram.iterdir())
         shutil.rmtree(dram, ignore_errors=True)
-    # Every stream got all its tokens and its end, though most came after SIGTERM.
+    # Every stream within the bound got all its tokens and its end, though most came after
+    # SIGTERM; the long one was cut once the bound was reached, long before its end.
+    long = texts.pop(STREAMS)
     assert {i: len(t) for i, t in texts.items()} == dict.fromkeys(range(STREAMS), TOKENS)
-    assert finished == dict.fromkeys(range(STREAMS), "length")
-    # Not the drain bound: it ended when the streams did (4 s), then Serve's shutdown.
-    assert stopped_s < 20 + 15, stopped_s
+    assert {i: finished[i] for i in texts} == dict.fromkeys(range(STREAMS), "length")
+    assert DRAIN_S / TOKEN_S <= len(long) < LONG_TOKENS and finished[STREAMS] is None
+    # The drain's bound, then Serve's shutdown (seconds); not the long stream's 60 s.
+    assert DRAIN_S <= stopped_s < DRAIN_S + 20, stopped_s
     # The stores freed their DRAM tiers (/dev/shm) as they stopped.
     assert not left
     with pytest.raises(httpx.ConnectError):
