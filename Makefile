@@ -9,9 +9,23 @@ DEMO_MODEL := models/tiny-llama
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup demo-model run test test-fast unit lint bench clean
+.PHONY: setup tools demo-model run test test-fast unit lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# Debian's tools the tests run for real, installed when missing: the compose validator
+# (`docker-compose config -q`, tests/unit/test_deploy_manifests.py), shellcheck (the
+# container's entry point), and Prometheus with promtool (tests/e2e/test_metrics.py queries
+# the dashboard's PromQL through it). Without apt-get (or root) the tests that need them
+# say so and skip.
+DEB_TOOLS := docker-compose:docker-compose shellcheck:shellcheck prometheus:prometheus promtool:prometheus
+tools:
+	@missing=$$(for t in $(DEB_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		else echo "make tools: missing $$missing (apt-get install as root); their tests will skip"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +41,10 @@ $(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
 	$(PY) -m sllm_ray.tools.tiny_model $(DEMO_MODEL)
 
 # The waiter prints one line once the app is ready (GET /ready): from then on a first
-# request cold-starts in the documented time.
+# request cold-starts in the documented time. `sllm-ray serve` is `serve run` draining on
+# SIGTERM/Ctrl-C (README, *Stopping*).
 run: setup demo-model
-	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/serve run configs/serve.yaml
+	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/sllm-ray serve configs/serve.yaml
 
 test: setup
 	$(VENV)/bin/pytest -v -rs tests/unit tests/serve tests/e2e

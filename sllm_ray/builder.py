@@ -15,7 +15,7 @@ from ray import serve
 from ray.serve import Application
 
 from sllm_ray.api.ingress import OpenAIIngress
-from sllm_ray.config import AppConfig
+from sllm_ray.config import AppConfig, app_config
 from sllm_ray.control.manager import ModelManager
 from sllm_ray.names import MANAGER_NAME
 
@@ -33,8 +33,10 @@ def registry_path(config: AppConfig, base: Path) -> Path:
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
-    """Serve application builder: validates ``args`` and wires the deployments."""
-    config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
+    """Serve application builder: validates ``args``, with the ``SLLM_RAY_<FIELD>``
+    environment variables over them, and wires the deployments. Serve builds the app of a
+    config file in a task on the head node: the variables are those the Ray head started with."""
+    config = app_config(args)
     # Relative paths in the config are the builder's working directory's (where
     # `serve run` was started), whatever directory the replicas run in.
     base = Path.cwd()

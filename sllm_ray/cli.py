@@ -7,6 +7,7 @@
     sllm-ray list | status | delete tiny
     sllm-ray replay --generate --models 4 --duration 120 --source models/tiny-llama
     sllm-ray simulate --nodes 64 --models 200 --duration 86400   # docs/simulator.md
+    sllm-ray serve configs/serve.yaml          # `serve run`, draining on SIGTERM
 
 ``--url`` and ``--api-key`` default to ``SLLM_RAY_URL`` and ``SLLM_RAY_API_KEY``. Output is a
 table for people, ``--json`` for scripts; an error prints the server's message and exits 1.
@@ -285,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("delete", help="remove a model").add_argument("name")
     sub.add_parser("list", help="registered models and their replicas")
     sub.add_parser("status", help="the server at a glance")
+    sub.add_parser("serve", help="serve run CONFIG, draining on SIGTERM (sllm-ray serve --help)")
     warm = sub.add_parser("warm", help="start a model's replicas now and hold them")
     warm.add_argument("name")
     warm.add_argument("--replicas", type=int, default=1)
@@ -300,6 +302,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # a long-running driver with flags of its own
+        from sllm_ray.tools import serve
+
+        return serve.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         result, text = _run(args)

@@ -1,8 +1,9 @@
 """Configuration of an sllm_ray application, validated at the edge.
 
 ``configs/serve.yaml`` passes an ``AppConfig`` as the ``args`` of the application; every
-knob is documented on its field (and in the README's configuration table). Nothing here
-imports vLLM: the ingress and the Serve controller read these models too.
+knob is documented on its field (and in the README's configuration table), and each can be
+set from the environment as ``SLLM_RAY_<FIELD>`` (``app_config``). Nothing here imports
+vLLM: the ingress and the Serve controller read these models too.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sllm_ray.engine.interface import DEFAULT_ENGINE
 
@@ -541,6 +545,13 @@ class AppConfig(_Strict):
     failed_starts_before_failed: int = Field(
         3, ge=1, description="Failed starts in a row after which a model's state is `failed`."
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="On SIGTERM (`sllm-ray serve`, the container), how long requests and streams "
+        "in flight may take to finish while new ones get 503; then the app shuts down.",
+    )
 
     @model_validator(mode="after")
     def _deadline_after_wait(self) -> AppConfig:
@@ -560,6 +571,59 @@ class AppConfig(_Strict):
                 raise ValueError(f"model {model.model!r} is listed twice")
             seen.add(model.model)
         return self
+
+
+ENV_PREFIX = "SLLM_RAY_"
+# Variables with the prefix that are not AppConfig fields: read elsewhere (the CLI's server
+# and key, the keys themselves, the address `sllm-ray serve` has Serve's proxy listen on).
+ENV_NOT_FIELDS = frozenset(
+    ENV_PREFIX + name for name in ("URL", "API_KEY", "API_KEYS", "HTTP_HOST", "HTTP_PORT")
+)
+
+
+def _string_list(field: FieldInfo) -> bool:
+    return field.annotation == list[str]
+
+
+class _EnvSource(EnvSettingsSource):
+    """The environment, where a list of strings may also be comma-separated
+    (``SLLM_RAY_MODEL_ROOTS=models,/mnt/models``); other lists and objects are JSON."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if isinstance(value, str) and _string_list(field) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return super().decode_complex_value(field_name, field, value)
+
+
+class _AppSettings(BaseSettings, AppConfig):
+    """``AppConfig`` with the environment over the given values (Serve's ``args``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", allow_inf_nan=False, title="AppConfig"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _EnvSource(settings_cls), init_settings  # the first one wins
+
+
+def app_config(args: AppConfig | Mapping[str, Any]) -> AppConfig:
+    """The app's config: the ``SLLM_RAY_<FIELD>`` environment variables over ``args`` over
+    the defaults, validated as one ``AppConfig``. A variable with the prefix that names no
+    field is an error (a typo would otherwise be ignored)."""
+    known = {ENV_PREFIX + name.upper() for name in AppConfig.model_fields} | ENV_NOT_FIELDS
+    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    given = args.model_dump(exclude_unset=True) if isinstance(args, AppConfig) else dict(args)
+    return AppConfig.model_validate(_AppSettings(**given).model_dump())
 
 
 # The nested parts of a config a PATCH merges into, rather than replaces.

@@ -162,6 +162,7 @@ class _Reply:
         self.deadline = deadline  # (seconds, setting): the longest a stream may go without an event
         self._resume = resume
         self._continuing = False  # the events are the continuation's
+        self.on_end: Callable[[], None] | None = None  # called once when a stream ends
         if head.body is not None:  # whole: accounted for now
             if head.status == 200:
                 log.whole(head.body)
@@ -191,6 +192,9 @@ class _Reply:
         finally:
             self.log.close(499)  # the client went away mid-stream (nginx's code for it)
             self.events.cancel()
+            if self.on_end is not None:
+                self.on_end()
+                self.on_end = None
 
     async def _next(self) -> str | None:
         """The next event; once per request, a stream whose engine was lost goes on from a
@@ -256,7 +260,9 @@ class OpenAIIngress:
         configure_logging()
         self._config = config
         self._manager = manager
-        self._owner = serve.get_replica_context().app_name
+        context = serve.get_replica_context()
+        self._owner = context.app_name
+        self._replica = context.replica_id.unique_id
         self._directory: ModelDirectory[DeploymentHandle] = ModelDirectory(self._model_handle)
         self._touched: dict[str, float] = {}
         self._waiting: dict[str, int] = {}  # model -> requests waiting for a replica
@@ -265,6 +271,10 @@ class OpenAIIngress:
         self._failures: dict[str, StartFailure] = {}
         self._failed: dict[str, asyncio.Event] = {}
         self._routing_seq = 0  # of the routing snapshot applied last
+        # The drain before a shutdown (``control/drain.py``): refusing new generation
+        # requests once the manager says so; the requests in flight, streams until their end.
+        self._draining = False
+        self._in_flight = 0
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
             logger.warning(
@@ -294,10 +304,14 @@ class OpenAIIngress:
         return unwrap(reply)
 
     async def _refresh(self) -> None:
-        seq, models, failures = await self._ask(self._manager.routing.remote())
+        report = self._manager.routing.remote(self._replica, self._in_flight, self._draining)
+        seq, models, failures, draining = await self._ask(report)
         if seq < self._routing_seq:  # overtaken by a newer one (refreshes overlap)
             return
         self._routing_seq = seq
+        if draining and not self._draining:
+            logger.info("draining: refusing new requests; %d in flight", self._in_flight)
+        self._draining = draining
         self._directory.sync(models)
         self._note_failures(failures)
 
@@ -369,6 +383,10 @@ class OpenAIIngress:
         manager_down = False
         while True:
             await asyncio.sleep(REFRESH_S)
+            # Ray's export drops a gauge not set again within two of its export intervals:
+            # the waiting counts are set each second, not only when they change.
+            for model, waiting in self._waiting.items():
+                metrics.set_gauge("sllm_queued_requests", {"model": model}, waiting)
             try:
                 await self._refresh()
             except ServiceUnavailableError:
@@ -512,13 +530,29 @@ class OpenAIIngress:
         """Forward a generation request (an HTTP one's body parsed here), accounting for it
         whatever happens."""
         log = RequestLog("unknown", endpoint.value)  # an unknown model is not a label
+        self._in_flight += 1
+        streaming = False  # a stream counts as in flight until its end (``_Reply.sse``)
         try:
+            if self._draining:
+                raise ServiceUnavailableError(
+                    "the server is shutting down (draining); retry", self._config.retry_after_s
+                )
             data = await self._body(body) if isinstance(body, Request) else body
-            return await self._forward(endpoint, generation_body(_BODY_MODELS[endpoint], data), log)
+            reply = await self._forward(endpoint, generation_body(_BODY_MODELS[endpoint], data), log)
+            if reply.head.body is None:
+                streaming = True
+                reply.on_end = self._stream_ended
+            return reply
         except Exception as exc:
             error = carried_error(exc)
             log.close(error.status if error is not None else 500)
             raise
+        finally:  # cancelled too (the client gone)
+            if not streaming:
+                self._in_flight -= 1
+
+    def _stream_ended(self) -> None:
+        self._in_flight -= 1
 
     # Python API (through the deployment handle).
 

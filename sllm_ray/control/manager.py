@@ -35,6 +35,7 @@ from sllm_ray.config import (
     fit_problem,
     position_limit,
 )
+from sllm_ray.control.drain import DrainBook, DrainStatus
 from sllm_ray.control.failures import StartFailure, StartFailures
 from sllm_ray.control.nodes import NodeServices
 from sllm_ray.control.placement import Estimate
@@ -183,6 +184,8 @@ class ModelManager:
         self._deployed_at: dict[str, float] = {}
         # Numbers the routing snapshots, so the ingress can drop one older than what it has.
         self._routing_seq = 0
+        # The drain before a shutdown (``control/drain.py``).
+        self._drain = DrainBook()
         self._failures = StartFailures(
             config.failed_start_backoff_s,
             config.failed_start_backoff_max_s,
@@ -654,15 +657,31 @@ class ModelManager:
             )
         return record
 
-    async def routing(self) -> tuple[int, list[ModelConfig], dict[str, StartFailure]]:
+    async def routing(
+        self, ingress: str = "", in_flight: int = 0, refusing: bool = False
+    ) -> tuple[int, list[ModelConfig], dict[str, StartFailure], bool]:
         """What the ingress routes by (it polls this each second): the snapshot's number
         (they increase), the models requests may go to, once the restored ones are
-        deployed (so an ingress never routes to an application that is not there yet), and
-        the models that failed to start."""
+        deployed (so an ingress never routes to an application that is not there yet), the
+        models that failed to start, and whether the app is draining. The ingress reports
+        its requests in flight, for the drain."""
+        if ingress:
+            self._drain.report(ingress, in_flight, refusing, time.time())
         await self.ready()
         self._routing_seq += 1
         models = [r.config for r in self._registry.list() if r.state != DELETING]
-        return self._routing_seq, models, self._failures.all()
+        return self._routing_seq, models, self._failures.all(), self._drain.draining
+
+    async def drain(self) -> DrainStatus:
+        """Start the drain before a shutdown: the ingresses refuse new requests from their
+        next poll, ``GET /ready`` is 503. Poll ``drain_status`` for its end."""
+        if not self._drain.draining:
+            logger.info("draining: new requests are refused; waiting for those in flight")
+        self._drain.start(time.time())
+        return self._drain.status(time.time())
+
+    async def drain_status(self) -> DrainStatus:
+        return self._drain.status(time.time())
 
     async def touch(self, name: str) -> None:
         self._last_used[name] = now = time.time()
@@ -679,13 +698,14 @@ class ModelManager:
 
     async def readiness(self) -> dict[str, Any]:
         """``GET /ready``'s body (``control/readiness.py``)."""
+        draining = self._drain.draining
         try:
             nodes = await asyncio.wait_for(self._nodes.status(), POOL_REPORT_S)
         except TimeoutError:
-            body = readiness(self._reconciled.done(), [])
+            body = readiness(self._reconciled.done(), [], draining)
             body["waiting_for"] = [f"the engine host pools did not report within {POOL_REPORT_S:g} s"]
             return body
-        return readiness(self._reconciled.done(), nodes)
+        return readiness(self._reconciled.done(), nodes, draining)
 
     @_client_errors
     async def describe(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -139,6 +139,10 @@ class NodeServices:
         """Stop every node's pool (and so its hosts) and store, and wait, a few seconds at
         most, until their names are free for the next deploy of the app."""
         nodes, self._nodes = list(self._nodes.items()), {}
+        # The stores free their DRAM tiers first: killed, they would leave it in /dev/shm
+        # until the app's next start on the node.
+        with contextlib.suppress(Exception):  # a store gone or stuck: stopped all the same
+            ray.get([node.store.close.remote() for _, node in nodes], timeout=CLOSE_TIMEOUT_S)
         for _, node in nodes:
             _stop(node)
         names = [

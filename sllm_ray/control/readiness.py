@@ -18,11 +18,15 @@ def pool_ready(pool: Mapping[str, Any]) -> bool:
     return pool.get("ready") is True
 
 
-def readiness(reconciled: bool, nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+DRAINING = "the app is draining before a shutdown: new requests are refused"
+
+
+def readiness(reconciled: bool, nodes: Sequence[Mapping[str, Any]], draining: bool = False) -> dict[str, Any]:
     """``GET /ready``'s body from the manager's state and ``ModelManager.nodes()``:
-    ``ready``, the per-node pool readiness and, when not ready, what is missing."""
+    ``ready``, the per-node pool readiness and, when not ready, what is missing. A
+    draining app is not ready, whatever else holds (``control/drain.py``)."""
     pools = {node["node_id"]: pool_ready(node.get("engine_hosts") or {}) for node in nodes}
-    waiting = []
+    waiting = [DRAINING] if draining else []
     if not reconciled:
         waiting.append("the model manager is still deploying the registered models")
     if not pools:

@@ -244,6 +244,14 @@ class DramTier:
         self._remove(key)
         logger.info("DRAM tier: evicted %s", key)
 
+    def close(self) -> None:
+        """Free the whole tier, its folder included (the app stops cleanly: the tmpfs pages
+        are the node's memory, not a cache worth keeping; the next start wipes it anyway)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._lru = LruBudget(self._lru.budget_bytes)
+        self._ranks.clear()
+        self._stamps.clear()
+
     def _remove(self, key: str) -> None:
         shutil.rmtree(self.folder(key), ignore_errors=True)
         self._lru.remove(key)

@@ -280,6 +280,11 @@ class CheckpointStore:
             if held == key or held.startswith(f"{key}."):
                 self._dram.evict(held)
 
+    def close(self) -> None:
+        """Free this node's DRAM tier before the store is stopped (``NodeServices.close``)."""
+        self._dram.close()
+        logger.info("checkpoint store on node %s: DRAM tier freed", self._node_id)
+
     def status(self) -> dict[str, Any]:
         return {
             "node_id": self._node_id,

@@ -25,8 +25,8 @@ def test_ray_up_configs_pass_rays_validation(name: str) -> None:
 def test_the_rayservice_serves_configs_serve_yaml() -> None:
     from ray.serve.schema import ServeDeploySchema
 
-    service = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
-    assert service["kind"] == "RayService"
+    docs = yaml.safe_load_all((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    (service,) = [doc for doc in docs if doc["kind"] == "RayService"]
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve_config)
     # The same as configs/serve.yaml but for the address the proxy listens on.

@@ -47,6 +47,14 @@ def test_put_get_and_evict_under_budget(tmp_path: Path) -> None:
     assert tier.cached() == ["three", "two"]
 
 
+def test_close_frees_the_whole_tier(tmp_path: Path) -> None:
+    tier = DramTier(tmp_path / "shm", budget_bytes=2200)
+    tier.put("one", checkpoint(tmp_path / "one", 1.0))
+    tier.close()
+    assert not (tmp_path / "shm").exists()
+    assert (tier.cached(), tier.used_bytes, tier.get("one")) == ([], 0, None)
+
+
 def test_views_are_shared_and_copy_on_write(tmp_path: Path) -> None:
     tier = DramTier(tmp_path / "shm", budget_bytes=10_000)
     (rank,) = tier.put("m", checkpoint(tmp_path / "m", 5.0))

@@ -48,10 +48,17 @@ def _export_ports() -> set[int]:
         starts = [c for c in commands if "ray start" in c]
         assert starts and all("--metrics-export-port=" in c for c in starts), name
         ports |= {int(p) for c in starts for p in re.findall(r"--metrics-export-port=(\d+)", c)}
-    service = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    docs = yaml.safe_load_all((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    (service,) = [doc for doc in docs if doc["kind"] == "RayService"]
     cluster = service["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     ports |= {int(group["rayStartParams"]["metrics-export-port"]) for group in groups}
+    # The container entry point's default, which the compose stack's Prometheus scrapes.
+    entrypoint = (REPO / "deploy" / "docker" / "entrypoint.sh").read_text()
+    (default,) = re.findall(r'RAY_METRICS_PORT="\$\{RAY_METRICS_PORT:-(\d+)\}"', entrypoint)
+    ports.add(int(default))
+    compose = yaml.safe_load((REPO / "deploy" / "compose" / "prometheus.yml").read_text())
+    ports |= {int(t.rsplit(":", 1)[1]) for t in compose["scrape_configs"][0]["static_configs"][0]["targets"]}
     return ports
 
 
