@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -27,11 +28,11 @@ from ray.serve.config import RequestRouterConfig
 from ray.util import get_current_placement_group
 
 from sllm_ray import metrics, ray_compat
-from sllm_ray.config import ModelConfig, engine_workers
+from sllm_ray.config import AdapterConfig, ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
-from sllm_ray.errors import ServiceUnavailableError
+from sllm_ray.errors import BadRequestError, ServiceUnavailableError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -53,6 +54,18 @@ ENGINE_LOST_RETRY_S = 5
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
 ROUTER_PATH = "sllm_ray.serving.router:LocalFirstRouter"
+# LoRA adapters a replica keeps track of as loaded (Serve's multiplexed ids: what its router
+# prefers it for), least recently used out. Its engine keeps adapters by vLLM's own bounds
+# (``max_loras`` in a batch, ``max_cpu_loras`` in memory) and reloads one as needed.
+ADAPTERS_PER_REPLICA = 64
+
+
+@dataclass
+class _LoadedAdapter:
+    """An adapter this replica's engine has, from ``source``."""
+
+    name: str
+    source: str
 
 
 class EngineStartError(RuntimeError):
@@ -99,6 +112,7 @@ class ModelServer:
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._owner_app = owner_app
         self._config = config
+        self._adapter_sources: dict[str, str] = {}
         context = ray.get_runtime_context()
         self._node_id = context.get_node_id()
         self._pool = await _node_pool(owner_app, self._node_id)
@@ -183,10 +197,40 @@ class ModelServer:
             "host": host,
         }
 
+    @serve.multiplexed(max_num_models_per_replica=ADAPTERS_PER_REPLICA)
+    async def _adapter(self, name: str) -> _LoadedAdapter:
+        """The adapter ``name`` loaded into this replica's engine (Serve's multiplexing
+        reports it, so its router prefers this replica for it)."""
+        source = self._adapter_sources[name]
+        await self._channel.call("load_adapter", name=name, source=source)
+        return _LoadedAdapter(name, source)
+
+    async def _load_adapter(self, adapter: AdapterConfig) -> None:
+        """Have the engine hold ``adapter`` before its request goes in: a first request loads
+        it; an adapter registered again from another source is loaded again."""
+        self._adapter_sources[adapter.adapter] = adapter.source
+        try:
+            loaded = await self._adapter(adapter.adapter)
+            if loaded.source != adapter.source:
+                await self._channel.call("load_adapter", name=adapter.adapter, source=adapter.source)
+                loaded.source = adapter.source
+        except ChannelError as exc:
+            if self._channel.failure is not None:  # the host went away: Serve replaces this replica
+                raise ServiceUnavailableError(
+                    f"the engine host of model `{self._config.model}` went away; retry", ENGINE_LOST_RETRY_S
+                ) from None
+            # vLLM refused it (registration checked the layout, rank and modules already).
+            raise BadRequestError(
+                f"adapter `{adapter.adapter}` could not be loaded: {exc}", param="model"
+            ) from None
+
     async def generate(
-        self, endpoint: Endpoint, body: dict[str, Any]
+        self, endpoint: Endpoint, body: dict[str, Any], adapter: AdapterConfig | None = None
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
-        """Stream a reply as ``sllm_ray.protocol`` describes."""
+        """Stream a reply as ``sllm_ray.protocol`` describes; a request for a LoRA adapter of
+        this model (``body["model"]`` names it) once the engine holds it."""
+        if adapter is not None:
+            await self._load_adapter(adapter)
         # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"

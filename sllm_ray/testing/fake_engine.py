@@ -32,6 +32,9 @@ ARGS = (
     "max_model_len",
     "enforce_eager",
     "kv_cache_memory_bytes",
+    "enable_lora",
+    "max_lora_rank",
+    "max_loras",
 )
 
 
@@ -47,6 +50,7 @@ class FakeEngine:
         self._source = spec.engine_source()
         self.phases: dict[str, float] = {}
         self.asleep = False
+        self.adapters: dict[str, str] = {}  # name -> source, as loaded
 
     @classmethod
     def prepare_process(cls) -> None:
@@ -76,11 +80,15 @@ class FakeEngine:
         self.phases["engine_core_s"] = time.perf_counter() - started
         return None
 
+    async def load_adapter(self, name: str, source: str) -> None:
+        self.adapters[name] = source
+
     async def sleep(self) -> None:
         self.asleep = True
 
     async def wake(self) -> None:
         self.asleep = False
+        self.adapters: dict[str, str] = {}  # name -> source, as loaded
 
     async def check_health(self) -> None:
         if self.asleep:
