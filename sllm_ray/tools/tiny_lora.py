@@ -100,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     path = make_tiny_lora(
-        args.base_dir, args.out_dir, rank=args.rank, alpha=args.alpha, targets=tuple(args.targets), seed=args.seed
+        args.base_dir,
+        args.out_dir,
+        rank=args.rank,
+        alpha=args.alpha,
+        targets=tuple(args.targets),
+        seed=args.seed,
     )
     print(path)
     return 0
