@@ -8,7 +8,7 @@ drive it through its channel (``channel.py``), with these calls:
 - ``start(spec)``: build the engine (``EngineSpec``; weights from the node's store as
   the replica located them); the host then answers generation requests;
 - ``sleep`` / ``wake``: the replica went away, the engine waits for the next one;
-- ``load_adapter(name, source)``: have the engine serve a LoRA adapter under ``name``;
+- ``load_adapter(adapter, source)``: have the engine serve a LoRA adapter under its name;
 - ``record``, ``health``; ``exit``: shut the engine down and end the process.
 
 Life of a host (``docs/architecture.md`` has the picture): forked → ready (in the pool)
@@ -63,7 +63,7 @@ class EngineHost:
         if name == "sleep":
             return await self._sleep()
         if name == "load_adapter":
-            await self._built().load_adapter(str(args["name"]), str(args["source"]))
+            await self._built().load_adapter(str(args["adapter"]), str(args["source"]))
             return None
         if name == "record":
             return self.record()

@@ -202,7 +202,7 @@ class ModelServer:
         """The adapter ``name`` loaded into this replica's engine (Serve's multiplexing
         reports it, so its router prefers this replica for it)."""
         source = self._adapter_sources[name]
-        await self._channel.call("load_adapter", name=name, source=source)
+        await self._channel.call("load_adapter", adapter=name, source=source)
         return _LoadedAdapter(name, source)
 
     async def _load_adapter(self, adapter: AdapterConfig) -> None:
@@ -212,7 +212,7 @@ class ModelServer:
         try:
             loaded = await self._adapter(adapter.adapter)
             if loaded.source != adapter.source:
-                await self._channel.call("load_adapter", name=adapter.adapter, source=adapter.source)
+                await self._channel.call("load_adapter", adapter=adapter.adapter, source=adapter.source)
                 loaded.source = adapter.source
         except ChannelError as exc:
             if self._channel.failure is not None:  # the host went away: Serve replaces this replica
