@@ -38,7 +38,7 @@ SLLM_DEFAULT = {
         "hf_model_class": "AutoModelForCausalLM",
     },
 }
-PROMPT = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "extra_body": {"ignore_eos": True}}
+PROMPT = {"prompt": "Once upon", "max_tokens": 12, "temperature": 0, "extra_body": {"ignore_eos": True}}
 
 
 @pytest.fixture(scope="module")
