@@ -8,7 +8,9 @@ channel, launcher and hosts, only the engine is fake. Its engine arguments:
 - ``fake_token_s``: seconds per token, between streamed ones (a whole answer: all of them before
   it; default 0);
 - ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
-- ``max_model_len``: prompts longer than this (in characters) get vLLM's 400.
+- ``max_model_len``: prompts longer than this (in characters) get vLLM's 400;
+- ``enable_lora``, ``max_lora_rank``, ``max_loras``: taken; a request names the model or an
+  adapter loaded (``load_adapter``), else it gets vLLM's 404, and the reply names it.
 
 The n-th token of every reply is ``tok<n>``; ``max_tokens`` (default 16) of them.
 """
@@ -38,9 +40,10 @@ ARGS = (
 )
 
 
-def _error(message: str, param: str | None = None) -> ResponseHead:
-    body = {"error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}}
-    return ResponseHead(400, body)
+def _error(message: str, param: str | None = None, status: int = 400) -> ResponseHead:
+    kind = "NotFoundError" if status == 404 else "BadRequestError"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return ResponseHead(status, body)
 
 
 class FakeEngine:
@@ -98,6 +101,10 @@ class FakeEngine:
         pass
 
     async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
+        served = body.get("model") or self.model
+        if served != self.model and served not in self.adapters:
+            yield _error(f"The model `{served}` does not exist.", "model", 404)
+            return
         prompt = body.get("prompt") if endpoint is Endpoint.COMPLETIONS else body.get("messages")
         if not prompt:
             yield _error("the prompt is empty", "prompt" if endpoint is Endpoint.COMPLETIONS else "messages")
@@ -110,7 +117,7 @@ class FakeEngine:
         tokens = [f"tok{i}" for i in range(count)]
         rid = f"fake-{uuid.uuid4().hex[:12]}"
         kind = "chat.completion" if endpoint is Endpoint.CHAT else "text_completion"
-        base = {"id": rid, "created": int(time.time()), "model": self.model}
+        base = {"id": rid, "created": int(time.time()), "model": served}
         usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
         delay = float(self._args.get("fake_token_s", 0))
         if not body.get("stream"):
