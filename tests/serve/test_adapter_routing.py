@@ -20,9 +20,7 @@ def _ask(admin: httpx.Client, model: str) -> httpx.Response:
     return admin.post("/v1/completions", json={"model": model, "prompt": "Once", "max_tokens": 2})
 
 
-def test_replicas_load_an_adapter_before_its_request(
-    fake_admin: httpx.Client, tiny_model_dir: Path
-) -> None:
+def test_replicas_load_an_adapter_before_its_request(fake_admin: httpx.Client, tiny_model_dir: Path) -> None:
     sources = {name: make_tiny_lora(tiny_model_dir, tiny_model_dir.parent / name) for name in ("fa", "fb")}
     body = fake_model(
         BASE,
