@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from app_under_test import ENGINE_KWARGS, model_body
+from app_under_test import APP_NAME, ENGINE_KWARGS, model_body
 
 EMBED = "tiny-embed"
 
@@ -40,6 +40,13 @@ def test_two_inputs_give_two_vectors_of_the_models_width(
     # float, as the client asks for it when told to, and base64 (the client's default) agree.
     floats = client.embeddings.create(model=embedder, input="hello there", encoding_format="float")
     assert floats.data[0].embedding == pytest.approx(first, abs=1e-5)
+    # The same through the app's deployment handle, for Python callers in the cluster.
+    from ray import serve
+
+    handle = serve.get_app_handle(APP_NAME)
+    body = {"model": embedder, "input": "hello there", "encoding_format": "float"}
+    handled = handle.embeddings.remote(body).result()
+    assert handled["data"][0]["embedding"] == pytest.approx(first, abs=1e-5)
 
 
 def test_wrong_kinds_of_request_are_clear_400s(admin: httpx.Client, embedder: str) -> None:
