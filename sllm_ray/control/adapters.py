@@ -88,7 +88,7 @@ def checked_adapter(
     if adapter.adapter == base.model:
         raise SourceError(f"an adapter cannot take its base's name `{base.model}`", "adapter")
     source = adapter.source
-    if is_hub_id(source, roots, base_dir) and not (base_dir / source).exists():
+    if is_hub_id(source, roots, base_dir):
         if not allow_hub:
             raise SourceError("hub ids are disabled here (allow_hub_models: false)", "source")
         return adapter
