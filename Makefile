@@ -9,7 +9,9 @@ DEMO_MODEL := models/tiny-llama
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup tools demo-model run test test-fast unit lint bench clean
+SLLM_CLI_VENV := .venv-sllm-cli
+
+.PHONY: setup tools demo-model sllm-cli run test test-fast unit lint bench clean
 
 setup: $(STAMP) tools
 
@@ -35,6 +37,17 @@ $(STAMP): pyproject.toml
 	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; fi
 	touch $(STAMP)
 
+# ServerlessLLM's own CLI (serverless-llm 0.8.0) for tests/e2e/test_serverlessllm_cli.py, in
+# an environment of its own: the package pins Ray 2.46 and needs serverless-llm-store (a
+# C++/CUDA build), which only its `sllm start` uses; deploy/status/delete need requests.
+sllm-cli: $(SLLM_CLI_VENV)/bin/sllm-ready
+
+$(SLLM_CLI_VENV)/bin/sllm-ready:
+	test -x $(SLLM_CLI_VENV)/bin/python || $(PYTHON) -m venv $(SLLM_CLI_VENV)
+	$(SLLM_CLI_VENV)/bin/pip install -q --no-deps serverless-llm==0.8.0
+	$(SLLM_CLI_VENV)/bin/pip install -q click requests==2.32.2
+	touch $@
+
 demo-model: $(DEMO_MODEL)/sllm_tiny_model.json
 
 $(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
@@ -46,7 +59,7 @@ $(DEMO_MODEL)/sllm_tiny_model.json: | $(STAMP)
 run: setup demo-model
 	$(PY) -m sllm_ray.tools.wait_ready & exec $(VENV)/bin/sllm-ray serve configs/serve.yaml
 
-test: setup
+test: setup sllm-cli
 	$(VENV)/bin/pytest -v -rs tests/unit tests/serve tests/e2e
 	$(VENV)/bin/pytest -v -rs tests/cluster  # its own session: a process joins one Ray cluster
 
@@ -64,4 +77,4 @@ bench: setup demo-model
 	$(PY) benchmarks/serve_bench.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_MODEL) .pytest_cache
+	rm -rf $(VENV) $(SLLM_CLI_VENV) $(DEMO_MODEL) .pytest_cache

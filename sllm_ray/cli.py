@@ -5,6 +5,8 @@
     sllm-ray update tiny --keep-alive 60 --keep-alive-policy adaptive
     sllm-ray warm tiny --replicas 1 --for 600  # start now, hold 10 minutes
     sllm-ray list | status | delete tiny
+    sllm-ray adapter add tiny fine --source models/lora-fine   # a LoRA adapter on tiny
+    sllm-ray adapter list tiny | adapter delete tiny fine
     sllm-ray replay --generate --models 4 --duration 120 --source models/tiny-llama
     sllm-ray simulate --nodes 64 --models 200 --duration 86400   # docs/simulator.md
     sllm-ray serve configs/serve.yaml          # `serve run`, draining on SIGTERM
@@ -239,6 +241,8 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
             result = client.call("PATCH", f"/v1/admin/models/{args.name}", patch)
         how = "replicas rolled" if result.get("replicas_rolled") else "applied in place"
         return result, f"updated {result['model']} ({how})"
+    if args.command == "adapter":
+        return _adapter(client, args)
     if args.command == "delete":
         result = client.call("DELETE", f"/v1/admin/models/{args.name}")
         return result, f"deleted {args.name}"
@@ -247,6 +251,19 @@ def _run(args: argparse.Namespace) -> tuple[Any, str]:
         return result, _models_table(result["data"])
     result = client.call("GET", "/status")
     return result, f"{_models_table(result['models'])}\n\n{_nodes_table(result['nodes'])}"
+
+
+def _adapter(client: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    path = f"/v1/admin/models/{args.base}/adapters"
+    if args.action == "add":
+        result = client.call("POST", path, {"adapter": args.adapter, "source": args.source})
+        return result, f"added adapter {result['adapter']} to {args.base} ({result['source']})"
+    if args.action == "delete":
+        result = client.call("DELETE", f"{path}/{args.adapter}")
+        return result, f"deleted adapter {args.adapter} of {args.base}"
+    result = client.call("GET", path)
+    rows = [[a["adapter"], a["source"]] for a in result["data"]]
+    return result, _table(rows, ["ADAPTER", "SOURCE"])
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -287,6 +304,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered models and their replicas")
     sub.add_parser("status", help="the server at a glance")
     sub.add_parser("serve", help="serve run CONFIG, draining on SIGTERM (sllm-ray serve --help)")
+    adapter = sub.add_parser("adapter", help="a model's LoRA adapters").add_subparsers(
+        dest="action", required=True
+    )
+    add = adapter.add_parser("add", help="serve a LoRA adapter on a base model")
+    add.add_argument("base")
+    add.add_argument("adapter", help="name clients will use")
+    add.add_argument("--source", required=True, help="adapter folder (PEFT's layout) or Hugging Face id")
+    adapter.add_parser("list", help="the base model's adapters").add_argument("base")
+    delete = adapter.add_parser("delete", help="stop serving an adapter")
+    delete.add_argument("base")
+    delete.add_argument("adapter")
     warm = sub.add_parser("warm", help="start a model's replicas now and hold them")
     warm.add_argument("name")
     warm.add_argument("--replicas", type=int, default=1)

@@ -205,6 +205,36 @@ def _json_value(value: Any, where: str) -> None:
         raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
 
 
+class AdapterConfig(_Strict):
+    """A LoRA adapter on a base model, served under its own name."""
+
+    adapter: str = Field(description="Name clients put in the request's `model` field for it.")
+    source: str = Field(description="Folder in PEFT's layout (within model_roots), or a Hugging Face id.")
+
+    @field_validator("adapter")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _model_name(value)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("source must not be empty")
+        return value
+
+
+def _model_name(value: str) -> str:
+    if not MODEL_NAME_RE.match(value):
+        raise ValueError(
+            "model names use letters, digits and . _ : / - (at most 128), starting with a letter or digit"
+        )
+    # Clients and proxies normalise URL paths: /v1/models/a/../b would reach another name.
+    if any(segment in ("", ".", "..") for segment in value.split("/")):
+        raise ValueError("model names have no empty, `.` or `..` path segments")
+    return value
+
+
 class ModelConfig(_Strict):
     """One served model: where its weights come from and how it is run and scaled."""
 
@@ -261,17 +291,32 @@ class ModelConfig(_Strict):
         "their engine*).",
     )
 
+    adapters: list[AdapterConfig] = Field(
+        default_factory=list,
+        description="LoRA adapters served by this model's replicas (engine_kwargs.enable_lora); "
+        "changed through the adapter routes, without replacing replicas.",
+    )
+
     @field_validator("model")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not MODEL_NAME_RE.match(value):
-            raise ValueError(
-                "model names use letters, digits and . _ : / - (at most 128), starting with a letter or digit"
-            )
-        # Clients and proxies normalise URL paths: /v1/models/a/../b would reach another name.
-        if any(segment in ("", ".", "..") for segment in value.split("/")):
-            raise ValueError("model names have no empty, `.` or `..` path segments")
+        return _model_name(value)
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapters(cls, value: list[AdapterConfig]) -> list[AdapterConfig]:
+        names = [a.adapter for a in value]
+        if len(set(names)) != len(names):
+            raise ValueError("adapter names must be unique")
         return value
+
+    @property
+    def pooling(self) -> bool:
+        """Whether the model runs vLLM's pooling runner (embeddings), not generation."""
+        return self.engine_kwargs.get("runner") == "pooling"
+
+    def adapter(self, name: str) -> AdapterConfig | None:
+        return next((a for a in self.adapters if a.adapter == name), None)
 
     @field_validator("engine_kwargs")
     @classmethod
@@ -298,7 +343,8 @@ class ModelConfig(_Strict):
 
     def engine_fingerprint(self) -> str:
         """Identity of what a replica's engine is built from: when it changes, replicas must
-        be replaced; any other change (autoscaling, limits) applies in place."""
+        be replaced; any other change (autoscaling, limits, adapters: loaded per request)
+        applies in place."""
         identity = {
             "model": self.model,
             "model_source": self.model_source,

@@ -25,6 +25,12 @@ from typing import Any
 class Endpoint(enum.StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+    @property
+    def pooling(self) -> bool:
+        """Whether a pooling model (vLLM's pooling runner) serves it, not a generative one."""
+        return self is Endpoint.EMBEDDINGS
 
 
 @dataclass(frozen=True)

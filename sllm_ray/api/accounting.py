@@ -5,6 +5,8 @@ with the status and the tokens, when a reply is whole, a stream ends, or an erro
 sent. Time to first token is the head of a whole reply, or the first stream event that
 carries text. ``start_kind`` is what the replica said of the request (``Accepted.start_kind``):
 cold (its replica was started for it), hot (a sleeping engine was woken for it) or warm.
+A request for a LoRA adapter is accounted under the adapter's name (the ``model`` label),
+its line naming the base too (``base=``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class RequestLog:
         self.model = model
         self.endpoint = endpoint
         self.start_kind = "warm"
+        self.base: str | None = None  # an adapter's base model
         self._started = time.monotonic()
         self._first_token_s: float | None = None
         self._tokens = 0
@@ -64,9 +67,10 @@ class RequestLog:
             metrics.observe("sllm_time_to_first_token_seconds", timing, self._first_token_s)
         ttft = f"{self._first_token_s:.3f}" if self._first_token_s is not None else "-"
         logger.info(
-            "%s model=%s status=%d tokens=%d ttft_s=%s latency_s=%.3f start=%s",
+            "%s model=%s%s status=%d tokens=%d ttft_s=%s latency_s=%.3f start=%s",
             self.endpoint,
             self.model,
+            f" base={self.base}" if self.base else "",
             status,
             self._tokens,
             ttft,
@@ -74,6 +78,7 @@ class RequestLog:
             self.start_kind,
             extra={
                 "model": self.model,
+                "base": self.base,
                 "status": status,
                 "tokens": self._tokens,
                 "ttft_s": self._first_token_s,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,16 +30,21 @@ from sllm_ray.api import sllm_compat
 from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
 from sllm_ray.api.error_responses import as_openai_error, error_response, install_error_handlers
-from sllm_ray.api.model_directory import ModelDirectory
+from sllm_ray.api.model_directory import ModelDirectory, Route
 from sllm_ray.api.request_body import check_request, parse_json_body, read_body
 from sllm_ray.api.resume import StreamResume, resumable, sse
 from sllm_ray.api.schemas import (
+    Adapter,
+    AdapterDeleted,
+    AdapterList,
     AdminModel,
     AdminModelList,
     ChatCompletionBody,
     Completion,
     CompletionBody,
     Deleted,
+    EmbeddingBody,
+    Embeddings,
     Health,
     ModelCard,
     ModelList,
@@ -52,12 +58,15 @@ from sllm_ray.api.schemas import (
     request_body,
 )
 from sllm_ray.api.sllm_compat import SllmDelete, SllmDeploy
-from sllm_ray.config import AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.config import AdapterConfig, AppConfig, ModelConfig, ModelUpdate
 from sllm_ray.control.failures import StartFailure
 from sllm_ray.control.rhythm import WarmRequest
 from sllm_ray.errors import (
+    BadRequestError,
+    ConflictError,
     DeadlineExceededError,
     EngineLostError,
+    ModelNotFoundError,
     ModelStartFailedError,
     OpenAIError,
     PayloadTooLargeError,
@@ -90,7 +99,11 @@ MANAGER_TIMEOUT_S = 10.0
 MANAGER_CHANGE_TIMEOUT_S = 120.0
 REPLICA_HEADER = "x-sllm-replica"
 # The body model each generation endpoint validates (vLLM validates the rest).
-_BODY_MODELS = {Endpoint.CHAT: ChatCompletionBody, Endpoint.COMPLETIONS: CompletionBody}
+_BODY_MODELS = {
+    Endpoint.CHAT: ChatCompletionBody,
+    Endpoint.COMPLETIONS: CompletionBody,
+    Endpoint.EMBEDDINGS: EmbeddingBody,
+}
 # The error responses of the routes that take a body.
 ERRORS_GENERATION = errors(400, 404, 408, 413, 429, 503)
 ERRORS_ADMIN_BODY = errors(400, 404, 408, 409, 413, 422)
@@ -400,14 +413,21 @@ class OpenAIIngress:
                     logger.info("model manager back: model list refreshed")
                 manager_down = False
 
-    async def _resolve(self, body: dict[str, Any]) -> tuple[ModelConfig, DeploymentHandle]:
+    async def _resolve(self, endpoint: Endpoint, body: dict[str, Any]) -> Route[DeploymentHandle]:
         name = body.get("model")
         if isinstance(name, str) and name and name not in self._directory:
             # Registered a moment ago through another replica? With the manager down, the
             # last list answers (a 404 here; only admin routes are 503 meanwhile).
             with contextlib.suppress(ServiceUnavailableError):
                 await self._refresh()
-        return self._directory.resolve(body)
+        route = self._directory.route(body)
+        if route.config.pooling != endpoint.pooling:
+            kind = (
+                "an embedding model (vLLM's pooling runner)" if route.config.pooling else "a generative model"
+            )
+            served = "/v1/embeddings only" if route.config.pooling else "chat and completions, not embeddings"
+            raise BadRequestError(f"model `{route.served}` is {kind}: it serves {served}", param="model")
+        return route
 
     def _touch(self, model: str) -> None:
         now = time.monotonic()
@@ -424,12 +444,13 @@ class OpenAIIngress:
 
     async def _forward(self, endpoint: Endpoint, body: dict[str, Any], log: RequestLog) -> _Reply:
         """The request routed to its model's replica, answered (its head) by its deadline."""
-        config, _ = await self._resolve(body)
-        log.model = config.model
-        deadline = self._request_deadline(config)
+        route = await self._resolve(endpoint, body)
+        log.model = route.served
+        log.base = route.config.model if route.adapter is not None else None
+        deadline = self._request_deadline(route.config)
         try:
             async with asyncio.timeout(deadline[0]) as timer:
-                return await self._routed(endpoint, config, body, log, deadline)
+                return await self._routed(endpoint, route, log, deadline)
         except TimeoutError:
             if not timer.expired():
                 raise
@@ -438,42 +459,49 @@ class OpenAIIngress:
     async def _routed(
         self,
         endpoint: Endpoint,
-        config: ModelConfig,
-        body: dict[str, Any],
+        route: Route[DeploymentHandle],
         log: RequestLog,
         request_deadline: tuple[float, str],
         *,
         continuation: bool = False,
     ) -> _Reply:
-        body = check_request(body, config.request_limits, config.max_tokens_limit)
+        config = route.config
+        max_tokens = None if endpoint.pooling else config.max_tokens_limit
+        body = check_request(route.body, config.request_limits, max_tokens)
         tracker = None
         if not continuation and config.resume_streams and resumable(endpoint, body):
             tracker = StreamResume(endpoint, body)
             body = tracker.forwarded_body()
         try:
-            replica, head, events = await self._dispatch(endpoint, config, body, log)
+            replica, head, events = await self._dispatch(endpoint, route, body, log)
         except Exception as exc:
             if not _engine_lost(exc) or continuation or not config.resume_streams:
                 raise
             # Nothing was sent yet: once more, on the replica's new engine or a new replica.
             logger.warning("request to model %s lost its engine before replying: retrying", config.model)
-            replica, head, events = await self._dispatch(endpoint, config, body, log)
+            replica, head, events = await self._dispatch(endpoint, route, body, log)
         resume = None
         if tracker is not None:
 
             async def restart(rest: dict[str, Any]) -> _Reply:
+                again = dataclasses.replace(route, body=rest)
                 return await self._routed(
-                    Endpoint.COMPLETIONS, config, rest, log, request_deadline, continuation=True
+                    Endpoint.COMPLETIONS, again, log, request_deadline, continuation=True
                 )
 
             resume = (tracker, restart)
         return _Reply(replica, head, events, log, request_deadline, resume)
 
     async def _dispatch(
-        self, endpoint: Endpoint, config: ModelConfig, body: dict[str, Any], log: RequestLog
+        self, endpoint: Endpoint, route: Route[DeploymentHandle], body: dict[str, Any], log: RequestLog
     ) -> tuple[str, ResponseHead, DeploymentResponseGenerator]:
         """The request sent to a replica of its model, once one accepted it: which one, the
         reply's head and the rest of its events."""
+        config = route.config
+        # Serve's multiplexed model id: its router prefers a replica holding the adapter.
+        options: dict[str, Any] = {"stream": True}
+        if route.adapter is not None:
+            options["multiplexed_model_id"] = route.adapter.adapter
         self._touch(config.model)
         wait_s = config.request_wait_timeout_s or self._config.request_wait_timeout_s
         deadline = time.monotonic() + wait_s
@@ -484,8 +512,8 @@ class OpenAIIngress:
             while True:
                 await self._gate(config.model)
                 _, handle = self._directory.get(config.model)  # a new one after a failed start
-                events: DeploymentResponseGenerator = handle.options(stream=True).generate.remote(
-                    endpoint, body
+                events: DeploymentResponseGenerator = handle.options(**options).generate.remote(
+                    endpoint, body, route.adapter
                 )
                 try:
                     accepted = await self._accepted(config, events, wait_s, deadline)
@@ -565,6 +593,12 @@ class OpenAIIngress:
         """OpenAI (legacy) completion; streams like ``chat``."""
         return await self._python_reply(Endpoint.COMPLETIONS, body)
 
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI embeddings, of a model registered with vLLM's pooling runner."""
+        reply = await self._python_reply(Endpoint.EMBEDDINGS, body)
+        assert isinstance(reply, dict)
+        return reply
+
     async def models(self) -> dict[str, Any]:
         """OpenAI's model list."""
         await self._refresh()
@@ -617,6 +651,15 @@ class OpenAIIngress:
     )
     async def http_completions(self, request: Request) -> Response:
         return await self._http_reply(Endpoint.COMPLETIONS, request)
+
+    @app.post(
+        "/v1/embeddings",
+        response_model=Embeddings,
+        responses=ERRORS_GENERATION,
+        openapi_extra=request_body(EmbeddingBody),
+    )
+    async def http_embeddings(self, request: Request) -> Response:
+        return await self._http_reply(Endpoint.EMBEDDINGS, request)
 
     @app.get("/v1/models", response_model=ModelList, responses=errors())
     async def http_models(self) -> dict[str, Any]:
@@ -690,6 +733,57 @@ class OpenAIIngress:
     async def admin_list(self) -> dict[str, Any]:
         return {"object": "list", "data": await self._describe()}
 
+    # Adapters. Declared before the model routes, whose ``{name:path}`` would take these paths.
+
+    async def _add_adapters(
+        self, base: str, adapters: list[dict[str, Any]], replace: bool
+    ) -> list[dict[str, Any]]:
+        return await self._changed(
+            await self._ask(
+                self._manager.add_adapters.remote(base, adapters, replace), MANAGER_CHANGE_TIMEOUT_S
+            )
+        )
+
+    async def _delete_adapters(self, base: str, names: list[str]) -> list[dict[str, Any]]:
+        for name in names:  # new requests get 404 from now on; those in flight finish
+            with contextlib.suppress(ModelNotFoundError):
+                if self._directory.card(name).get("parent") == base:
+                    self._directory.remove(name)
+        return await self._changed(
+            await self._ask(self._manager.delete_adapters.remote(base, names), MANAGER_CHANGE_TIMEOUT_S)
+        )
+
+    @staticmethod
+    def _adapter_list(base: str, adapters: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"object": "list", "data": [{**a, "parent": base} for a in adapters]}
+
+    @app.post(
+        "/v1/admin/models/{base:path}/adapters",
+        status_code=201,
+        response_model=Adapter,
+        responses=ERRORS_ADMIN_BODY,
+        openapi_extra=request_body(AdapterConfig),
+    )
+    async def admin_add_adapter(self, base: str, request: Request) -> JSONResponse:
+        """Serve a LoRA adapter (``{"adapter": name, "source": folder or hub id}``) on ``base``."""
+        body = await self._body(request)
+        added = await self._add_adapters(base, [body], replace=False)
+        (adapter,) = [a for a in added if a["adapter"] == body.get("adapter")]
+        return JSONResponse({**adapter, "parent": base}, status_code=201)
+
+    @app.get("/v1/admin/models/{base:path}/adapters", response_model=AdapterList, responses=errors(404))
+    async def admin_list_adapters(self, base: str) -> dict[str, Any]:
+        return self._adapter_list(base, await self._ask(self._manager.list_adapters.remote(base)))
+
+    @app.delete(
+        "/v1/admin/models/{base:path}/adapters/{adapter:path}",
+        response_model=AdapterDeleted,
+        responses=errors(404),
+    )
+    async def admin_delete_adapter(self, base: str, adapter: str) -> dict[str, Any]:
+        await self._delete_adapters(base, [adapter])
+        return {"adapter": adapter, "parent": base, "deleted": True}
+
     @app.get("/v1/admin/models/{name:path}", response_model=AdminModel, responses=errors(404))
     async def admin_get(self, name: str) -> dict[str, Any]:
         (described,) = await self._describe(name)
@@ -729,7 +823,19 @@ class OpenAIIngress:
         openapi_extra=request_body(SllmDeploy),
     )
     async def sllm_register(self, request: Request) -> dict[str, Any]:
-        return await self._register(sllm_compat.register_body(await self._body(request)))
+        """ServerlessLLM's: a new model; for a model registered already, the adapters it gives
+        (``sllm deploy --lora-adapters``) added to it."""
+        body = await self._body(request)
+        config = sllm_compat.register_body(body)
+        try:
+            return await self._register(config)
+        except ConflictError:
+            name, adapters = sllm_compat.adapters(body)
+            if not adapters or name not in self._directory:
+                raise
+            await self._add_adapters(name, adapters, replace=True)
+            (described,) = await self._describe(name)
+            return described
 
     @app.post(
         "/update",
@@ -738,8 +844,15 @@ class OpenAIIngress:
         openapi_extra=request_body(SllmDeploy),
     )
     async def sllm_update(self, request: Request) -> dict[str, Any]:
-        name, patch = sllm_compat.update_patch(await self._body(request))
-        return await self._update(name, patch)
+        body = await self._body(request)
+        name, patch = sllm_compat.update_patch(body)
+        _, adapters = sllm_compat.adapters(body)
+        if adapters:
+            await self._add_adapters(name, adapters, replace=True)
+        if patch or not adapters:
+            return await self._update(name, patch)
+        (described,) = await self._describe(name)
+        return described
 
     @app.post(
         "/delete",
@@ -748,8 +861,11 @@ class OpenAIIngress:
         openapi_extra=request_body(SllmDelete),
     )
     async def sllm_delete(self, request: Request) -> dict[str, Any]:
-        body = await self._body(request)
-        return await self._delete(sllm_compat.model_name(body))
+        name, adapters = sllm_compat.deleted(await self._body(request))
+        if adapters is None:
+            return await self._delete(name)
+        await self._delete_adapters(name, adapters)
+        return {"model": name, "deleted": True}
 
     @app.get("/status", response_model=Status, responses=errors())
     async def status(self) -> dict[str, Any]:

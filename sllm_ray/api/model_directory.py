@@ -7,12 +7,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sllm_ray.config import ModelConfig
+from sllm_ray.config import AdapterConfig, ModelConfig
 from sllm_ray.errors import BadRequestError, ModelNotFoundError
 
 H = TypeVar("H")
+
+# ServerlessLLM v1-beta names a model with its backend (``facebook/opt-125m:vllm``): a
+# request for ``name:<backend>`` is served by ``name`` when no model has the whole name.
+BACKEND_SUFFIXES = (":vllm",)
+# ServerlessLLM's field naming a request's adapter, beside ``model`` naming its base.
+SLLM_ADAPTER_FIELD = "lora_adapter_name"
+
+
+@dataclass(frozen=True)
+class Route(Generic[H]):
+    """Where a request goes: its model (an adapter's base), the handle, the adapter, and the
+    body to forward (``model`` naming what the engine serves: the model or the adapter)."""
+
+    config: ModelConfig
+    handle: H
+    adapter: AdapterConfig | None
+    body: dict[str, Any]
+
+    @property
+    def served(self) -> str:
+        """The name the request is accounted under: the adapter's, else the model's."""
+        return self.adapter.adapter if self.adapter is not None else self.config.model
 
 
 class ModelDirectory(Generic[H]):
@@ -21,17 +44,21 @@ class ModelDirectory(Generic[H]):
     def __init__(self, make_handle: Callable[[ModelConfig], H]) -> None:
         self._make_handle = make_handle
         self._models: dict[str, ModelConfig] = {}
+        self._adapters: dict[str, tuple[str, AdapterConfig]] = {}  # adapter -> (base, adapter)
         self._handles: dict[str, H] = {}
         self._created = int(time.time())
 
     def sync(self, models: list[ModelConfig]) -> None:
         """Replace the whole set (a refresh from the registry)."""
         self._models = {m.model: m for m in models}
+        self._adapters = {a.adapter: (m.model, a) for m in models for a in m.adapters}
         self._handles = {n: h for n, h in self._handles.items() if n in self._models}
 
     def remove(self, name: str) -> None:
+        """Route no more requests to the model or adapter (its base's adapters with it)."""
         self._models.pop(name, None)
         self._handles.pop(name, None)
+        self._adapters = {a: (base, c) for a, (base, c) in self._adapters.items() if name not in (a, base)}
 
     def drop_handle(self, name: str) -> None:
         """Forget the model's handle (its application was removed); the next request makes
@@ -39,16 +66,52 @@ class ModelDirectory(Generic[H]):
         self._handles.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._models
+        return self._known(name) is not None
 
-    def resolve(self, body: dict[str, Any]) -> tuple[ModelConfig, H]:
-        """The model named by the body's ``model`` field, or a 404 in OpenAI's shape."""
+    def _known(self, name: object) -> str | None:
+        """The registered model or adapter ``name`` stands for (a backend suffix dropped)."""
+        if not isinstance(name, str):
+            return None
+        if name in self._models or name in self._adapters:
+            return name
+        for suffix in BACKEND_SUFFIXES:
+            bare = name.removesuffix(suffix)
+            if bare != name and (bare in self._models or bare in self._adapters):
+                return bare
+        return None
+
+    def route(self, body: dict[str, Any]) -> Route[H]:
+        """Where the request goes, by its ``model`` field (an adapter's name, or ServerlessLLM's
+        ``lora_adapter_name`` beside its base's); a 404 in OpenAI's shape when nothing has it."""
         name = body.get("model")
         if name is None or name == "":
             raise ModelNotFoundError(None)
         if not isinstance(name, str):
             raise BadRequestError("`model` must be a string", param="model")
-        return self.get(name)
+        known = self._known(name)
+        if known is None:
+            raise ModelNotFoundError(name)
+        if SLLM_ADAPTER_FIELD in body:  # ServerlessLLM's way: the base in ``model``
+            wanted = body[SLLM_ADAPTER_FIELD]
+            body = {k: v for k, v in body.items() if k != SLLM_ADAPTER_FIELD}
+            if wanted is not None:
+                if not isinstance(wanted, str):
+                    raise BadRequestError(
+                        f"`{SLLM_ADAPTER_FIELD}` must be a string", param=SLLM_ADAPTER_FIELD
+                    )
+                owner = self._adapters.get(wanted)
+                if owner is None or owner[0] != known:
+                    raise ModelNotFoundError(wanted)
+                known = wanted
+        adapter: AdapterConfig | None = None
+        if known in self._adapters:
+            base, adapter = self._adapters[known]
+        else:
+            base = known
+        config, handle = self.get(base)
+        if known != name:
+            body = {**body, "model": known}
+        return Route(config, handle, adapter, body)
 
     def get(self, name: str) -> tuple[ModelConfig, H]:
         if name not in self._models:
@@ -59,10 +122,19 @@ class ModelDirectory(Generic[H]):
         return config, self._handles[name]
 
     def card(self, name: str) -> dict[str, Any]:
-        """OpenAI's model object, answered without waking the model."""
-        if name not in self._models:
+        """OpenAI's model object, answered without waking the model; an adapter's names its
+        base as ``parent`` (as vLLM's own model list does)."""
+        known = self._known(name)
+        if known is None:
             raise ModelNotFoundError(name)
-        return {"id": name, "object": "model", "created": self._created, "owned_by": "sllm-ray"}
+        card = {"id": known, "object": "model", "created": self._created, "owned_by": "sllm-ray"}
+        if known in self._adapters:
+            base, adapter = self._adapters[known]
+            card |= {"parent": base, "root": adapter.source}
+        return card
 
     def list_cards(self) -> dict[str, Any]:
-        return {"object": "list", "data": [self.card(name) for name in sorted(self._models)]}
+        """OpenAI's model list; the same cards under ``models`` too, where ServerlessLLM's
+        CLI (``sllm status``) reads them."""
+        cards = [self.card(name) for name in sorted([*self._models, *self._adapters])]
+        return {"object": "list", "data": cards, "models": cards}

@@ -123,13 +123,14 @@ def _prompt_sizes(body: dict[str, Any]) -> tuple[str, list[int]] | None:
                 text = part.get("text") if isinstance(part, dict) else part
                 chars += len(text) if isinstance(text, str) else 0
         return "messages", [chars]
-    prompt = body.get("prompt")
+    field = "input" if "input" in body else "prompt"  # an embedding request's, or a completion's
+    prompt = body.get(field)
     if isinstance(prompt, str):
-        return "prompt", [len(prompt)]
+        return field, [len(prompt)]
     if isinstance(prompt, list):
         if prompt and all(_count(item) is not None for item in prompt):  # one prompt of token ids
-            return "prompt", [len(prompt)]
-        return "prompt", [len(item) if isinstance(item, str | list) else 0 for item in prompt]
+            return field, [len(prompt)]
+        return field, [len(item) if isinstance(item, str | list) else 0 for item in prompt]
     return None
 
 
@@ -148,7 +149,7 @@ def check_request(
         _above("stop", len(stop), limits.stop, "request_limits.stop", "has entries:")
     if (sizes := _prompt_sizes(body)) is not None:
         field, lengths = sizes
-        if field == "prompt":
+        if field != "messages":
             _above(field, len(lengths), limits.prompts, "request_limits.prompts", "has prompts:")
         longest = max(lengths, default=0)
         _above(field, longest, limits.prompt_chars, "request_limits.prompt_chars", "has a prompt of length")

@@ -46,6 +46,19 @@ class CompletionBody(_Open):
     stream: bool | None = Field(False, description="Answer as server-sent events.")
 
 
+class EmbeddingBody(_Open):
+    """``POST /v1/embeddings``: OpenAI's (and vLLM's) embedding request."""
+
+    model: str | None = Field(None, description="A registered embedding model's name.")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="One or more inputs: text or token ids."
+    )
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description="float (default) or base64 (little-endian float32)."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Truncate to this many (Matryoshka models).")
+
+
 def generation_body(model: type[_B], body: dict[str, Any]) -> dict[str, Any]:
     """``body`` once it validates as ``model`` (400 naming the field otherwise), unchanged:
     vLLM gets the client's fields as sent."""
@@ -72,11 +85,43 @@ class ModelCard(_Open):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    parent: str | None = Field(None, description="An adapter's base model.")
 
 
 class ModelList(_Open):
+    """OpenAI's list; ``models`` holds the same cards, where ServerlessLLM's CLI reads them."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    models: list[ModelCard]
+
+
+class Embeddings(_Open):
+    """Embeddings, as vLLM answers them."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    model: str
+    usage: dict[str, Any]
+
+
+class Adapter(_Open):
+    """A LoRA adapter of a model; ``parent`` is the base model."""
+
+    adapter: str
+    source: str
+    parent: str
+
+
+class AdapterList(_Open):
+    object: Literal["list"] = "list"
+    data: list[Adapter]
+
+
+class AdapterDeleted(BaseModel):
+    adapter: str
+    parent: str
+    deleted: bool
 
 
 class Health(BaseModel):

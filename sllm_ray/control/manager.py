@@ -26,6 +26,7 @@ from ray import serve
 
 from sllm_ray import metrics, ray_compat
 from sllm_ray.config import (
+    AdapterConfig,
     AppConfig,
     FitError,
     ModelConfig,
@@ -35,6 +36,7 @@ from sllm_ray.config import (
     fit_problem,
     position_limit,
 )
+from sllm_ray.control.adapters import checked_adapter
 from sllm_ray.control.drain import DrainBook, DrainStatus
 from sllm_ray.control.failures import StartFailure, StartFailures
 from sllm_ray.control.nodes import NodeServices
@@ -173,6 +175,8 @@ class ModelManager:
         self._nodes.ensure()
         # One Serve API call at a time: deploys and deletes of one model must not interleave.
         self._serve_lock = asyncio.Lock()
+        # One change of a model's adapters at a time (a read, then a write of its record).
+        self._adapters_lock = asyncio.Lock()
         self._last_used: dict[str, float] = {}
         # Model -> the node its replicas are steered to (placement's choice when deployed).
         self._preferred: dict[str, str | None] = {}
@@ -230,7 +234,32 @@ class ModelManager:
             check_engine_paths(config.engine_kwargs, roots, allow_hub=allow_hub, base=self._base)
         except SourceError as exc:
             raise UnprocessableError(str(exc), param=exc.param) from None
-        return config.model_copy(update={"model_source": source})
+        config = config.model_copy(update={"model_source": source})
+        return config.model_copy(
+            update={"adapters": [self._checked_adapter(a, config) for a in config.adapters]}
+        )
+
+    def _checked_adapter(self, adapter: AdapterConfig, base: ModelConfig) -> AdapterConfig:
+        try:
+            return checked_adapter(
+                adapter,
+                base,
+                self._config.model_roots,
+                allow_hub=self._config.allow_hub_models,
+                base_dir=self._base,
+            )
+        except SourceError as exc:
+            prefix = "" if exc.param.startswith("engine_kwargs") else "adapters."
+            raise UnprocessableError(str(exc), param=prefix + exc.param) from None
+
+    def _name_taken(self, name: str, base: str, param: str) -> None:
+        """A 409 when ``name`` is another model's, or an adapter of a model other than
+        ``base``: a request's ``model`` must name one thing."""
+        for record in self._registry.list():
+            if record.name == name and name != base:
+                raise ConflictError(f"`{name}` is already a model", param=param)
+            if record.name != base and record.config.adapter(name):
+                raise ConflictError(f"`{name}` is already an adapter of model `{record.name}`", param=param)
 
     async def _check_engine_kwargs(self, config: ModelConfig) -> None:
         """Engine arguments as the engine's own argument parsing takes them (vLLM's)."""
@@ -551,6 +580,9 @@ class ModelManager:
     @_client_errors
     async def register(self, data: dict[str, Any]) -> dict[str, Any]:
         config = await self._validated(data)
+        self._name_taken(config.model, config.model, "model")
+        for adapter in config.adapters:
+            self._name_taken(adapter.adapter, config.model, "adapters")
         try:
             record = self._registry.add(config)
         except DuplicateModelError as exc:
@@ -599,6 +631,55 @@ class ModelManager:
             raise UnprocessableError(str(exc)) from None
         rolled = before is None or self._deployed[name].engine_fingerprint() != before.engine_fingerprint()
         return {**record.to_json(), "replicas_rolled": rolled}
+
+    @_client_errors
+    async def add_adapters(
+        self, base: str, bodies: list[dict[str, Any]], replace: bool = False
+    ) -> list[dict[str, Any]]:
+        """Serve these adapters on ``base`` from now on (``replace``: a name it has already
+        takes the new source, ServerlessLLM's way; else it is a 409). Replicas load an adapter
+        at its first request: nothing is redeployed."""
+        async with self._adapters_lock:
+            config = self._get(base).config
+            try:
+                given = [AdapterConfig.model_validate(body) for body in bodies]
+            except ValidationError as exc:
+                raise validation_error(exc.errors(), UnprocessableError, every=True) from None
+            adapters = {a.adapter: a for a in config.adapters}
+            for adapter in given:
+                if adapter.adapter in adapters and not replace:
+                    raise ConflictError(
+                        f"model `{base}` has an adapter `{adapter.adapter}` already", param="adapter"
+                    )
+                self._name_taken(adapter.adapter, base, "adapter")
+                adapters[adapter.adapter] = self._checked_adapter(adapter, config)
+            record = self._store_adapters(config, list(adapters.values()))
+        return [a.model_dump() for a in record.config.adapters]
+
+    @_client_errors
+    async def delete_adapters(self, base: str, names: list[str]) -> list[dict[str, Any]]:
+        """Serve these adapters no more (404 for one ``base`` does not have). Requests on them
+        in flight finish: the engines keep an adapter until their LoRA cache drops it."""
+        async with self._adapters_lock:
+            config = self._get(base).config
+            for name in names:
+                if config.adapter(name) is None:
+                    raise ModelNotFoundError(name)
+            record = self._store_adapters(config, [a for a in config.adapters if a.adapter not in names])
+        return [a.model_dump() for a in record.config.adapters]
+
+    @_client_errors
+    async def list_adapters(self, base: str) -> list[dict[str, Any]]:
+        return [a.model_dump() for a in self._get(base).config.adapters]
+
+    def _store_adapters(self, config: ModelConfig, adapters: list[AdapterConfig]) -> ModelRecord:
+        try:
+            record = self._registry.replace(config.model_copy(update={"adapters": adapters}))
+        except UnknownModelError:
+            raise ModelNotFoundError(config.model) from None
+        if (deployed := self._deployed.get(config.model)) is not None:
+            self._deployed[config.model] = deployed.model_copy(update={"adapters": adapters})
+        return record
 
     async def _restore(self, record: ModelRecord | InvalidRecord) -> None:
         """Deploy the stored config again after a change that could not be applied."""

@@ -38,7 +38,7 @@ def _check_model_folder(folder: Path, source: str) -> None:
         )
 
 
-def _inside_roots(source: str, roots: Sequence[str | Path], base: Path, what: str) -> Path:
+def inside_roots(source: str, roots: Sequence[str | Path], base: Path, what: str) -> Path:
     """The path ``source`` names (relative: to ``base``), symlinks and ``..`` resolved, when it
     lies inside one of ``roots``; else ``SourceError`` (``what``: the field, for its message).
     It need not exist."""
@@ -73,10 +73,10 @@ def resolve_source(
     if candidate.exists() or _looks_local(source, roots, base):
         if not candidate.resolve().is_dir():
             raise SourceError(f"model_source folder {source!r} does not exist")
-        real = _inside_roots(source, roots, base, "model_source")
+        real = inside_roots(source, roots, base, "model_source")
         _check_model_folder(real, source)
         return str(real)
-    if _is_hub_id(source, roots, base):
+    if is_hub_id(source, roots, base):
         if not allow_hub:
             raise SourceError("hub model ids are disabled here (allow_hub_models: false)")
         return source
@@ -153,18 +153,18 @@ def check_engine_paths(
         if key in PATH_ENGINE_ARGS and isinstance(value, str):
             if key == "generation_config" and value in _GENERATION_CONFIG_KEYWORDS:
                 continue
-            if key in _HUB_OR_PATH and _is_hub_id(value, roots, base):
+            if key in _HUB_OR_PATH and is_hub_id(value, roots, base):
                 if not allow_hub:
                     raise SourceError(f"{param}: hub ids are disabled here (allow_hub_models: false)", param)
                 continue
-            _inside_roots(value, roots, base, param)
+            inside_roots(value, roots, base, param)
         elif isinstance(value, Mapping | list):
             for text in _strings(value):
                 if text.startswith(_PATH_PREFIXES) or "\\" in text:
-                    _inside_roots(text, roots, base, param)
+                    inside_roots(text, roots, base, param)
 
 
-def _is_hub_id(value: str, roots: Sequence[str | Path], base: Path) -> bool:
+def is_hub_id(value: str, roots: Sequence[str | Path], base: Path) -> bool:
     """A Hugging Face id, not a folder (existing or mistyped)."""
     if (base / value).exists() or _looks_local(value, roots, base):
         return False

@@ -8,6 +8,7 @@ drive it through its channel (``channel.py``), with these calls:
 - ``start(spec)``: build the engine (``EngineSpec``; weights from the node's store as
   the replica located them); the host then answers generation requests;
 - ``sleep`` / ``wake``: the replica went away, the engine waits for the next one;
+- ``load_adapter(adapter, source)``: have the engine serve a LoRA adapter under its name;
 - ``record``, ``health``; ``exit``: shut the engine down and end the process.
 
 Life of a host (``docs/architecture.md`` has the picture): forked → ready (in the pool)
@@ -61,6 +62,9 @@ class EngineHost:
             return await self._wake(bool(args.get("keep_asleep", True)))
         if name == "sleep":
             return await self._sleep()
+        if name == "load_adapter":
+            await self._built().load_adapter(str(args["adapter"]), str(args["source"]))
+            return None
         if name == "record":
             return self.record()
         if name == "health":

@@ -9,7 +9,7 @@ on a worker thread: no process is spawned on the cold path. ``AsyncLLM`` and vLL
 OpenAI serving layer on top are vLLM's own.
 
 Only ``AsyncLLM``'s request path is served (add, abort, outputs, supported tasks,
-health, cache resets, sleep, collective calls); the multi-process features it would
+health, cache resets, sleep, LoRA adapters, collective calls); the multi-process features it would
 otherwise reach for (data parallel, elastic expert parallel, fault tolerance) are not
 available in-process.
 """
@@ -92,6 +92,23 @@ class InprocAsyncEngineCore(vc.EngineCoreClient):
     async def wake_up_async(self, tags: list[str] | None = None) -> None:
         async with self._lock:
             self._core.wake_up(tags)
+
+    async def add_lora_async(self, lora_request: Any) -> bool:
+        # Reads the adapter's files: on the worker thread, between steps.
+        async with self._lock:
+            return await asyncio.to_thread(self._core.add_lora, lora_request)
+
+    async def remove_lora_async(self, lora_id: int) -> bool:
+        async with self._lock:
+            return self._core.remove_lora(lora_id)
+
+    async def list_loras_async(self) -> set[int]:
+        async with self._lock:
+            return self._core.list_loras()
+
+    async def pin_lora_async(self, lora_id: int) -> bool:
+        async with self._lock:
+            return self._core.pin_lora(lora_id)
 
     async def collective_rpc_async(
         self,

@@ -44,6 +44,10 @@ class Engine(Protocol):
     def generate(self, endpoint: Endpoint, body: dict) -> AsyncIterator[ResponseHead | str]:
         """A ``ResponseHead`` and, for a stream, SSE events (``sllm_ray.protocol``)."""
 
+    async def load_adapter(self, name: str, source: str) -> None:
+        """Serve the LoRA adapter at ``source`` under ``name`` from now on (a name it holds
+        from another source: that one replaced); a no-op when it holds it already."""
+
     async def sleep(self) -> None: ...
 
     async def wake(self) -> None: ...

@@ -1,10 +1,14 @@
 """One model's vLLM engine, answering OpenAI requests through vLLM's own serving layer.
 
-Responses come from vLLM's ``OpenAIServingChat`` and ``OpenAIServingCompletion``, so chat
-templates, sampling parameters, ``stop``, ``logprobs`` and ``response_format`` behave
-exactly as in ``vllm serve``. By default vLLM's ``AsyncLLM`` runs its engine core in a
-process it spawns, which imports torch and vLLM again; ``in_process=True`` (what engine
-hosts use) keeps it in this process (``inproc_core.py``).
+Responses come from vLLM's ``OpenAIServingChat``, ``OpenAIServingCompletion`` and (a
+model on vLLM's pooling runner) ``ServingEmbedding``, so chat templates, sampling
+parameters, ``stop``, ``logprobs``, ``response_format`` and embeddings' ``encoding_format``
+and ``dimensions`` behave exactly as in ``vllm serve``; LoRA adapters are loaded as its
+``/v1/load_lora_adapter`` loads them, and a request naming one is served with it.
+
+By default vLLM's ``AsyncLLM`` runs its engine core in a process it spawns, which imports
+torch and vLLM again; ``in_process=True`` (what engine hosts use) keeps it in this process
+(``inproc_core.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class OpenAIEngine:
         self._llm: Any = None
         self._chat: Any = None
         self._completion: Any = None
+        self._embedding: Any = None
+        self._models: Any = None
         self.phases: dict[str, float] = {}
 
     @classmethod
@@ -129,14 +135,20 @@ class OpenAIEngine:
         tasks = await self._llm.get_supported_tasks()
         await vc.init_app_state(engine_client=self._llm, state=state, args=self._args, supported_tasks=tasks)
         lap("serving_layer_s")
-        self._chat = state.openai_serving_chat
-        self._completion = state.openai_serving_completion
+        self._chat = getattr(state, "openai_serving_chat", None)
+        self._completion = getattr(state, "openai_serving_completion", None)
+        self._embedding = getattr(state, "serving_embedding", None)
+        self._models = state.openai_serving_models
         seconds = time.perf_counter() - started
         logger.info("vLLM engine for %s ready in %.2f s %s", self.model, seconds, self.phases)
         if self._engine_args.load_format != "sllm_store":
             return None
         reports = await self._llm.collective_rpc(worker_load_report)
         return LoadReport.merge([LoadReport.from_json(r) for r in reports if r])
+
+    async def load_adapter(self, name: str, source: str) -> None:
+        await vc.load_lora_adapter(self._models, name, source)
+        logger.info("LoRA adapter %s of %s loaded from %s", name, self.model, source)
 
     async def check_health(self) -> None:
         await self._llm.check_health()
@@ -157,6 +169,34 @@ class OpenAIEngine:
         if self.can_sleep:
             await self._llm.wake_up()
 
+    @staticmethod
+    def _validated(validate: Any, body: dict[str, Any]) -> Any:
+        """vLLM's request of the body, or the 400 refusing it."""
+        try:
+            return validate(body)
+        except ValidationError as exc:
+            return ResponseHead(400, validation_error(exc.errors()).body())
+        except Exception as exc:  # vLLM's validators raise their own errors past pydantic
+            refused = vc.client_error_response(exc)
+            if refused is None:
+                raise
+            return ResponseHead(refused.error.code, refused.model_dump(mode="json"))
+
+    async def _embed(self, body: dict[str, Any]) -> ResponseHead:
+        """An embeddings request, through vLLM's ``ServingEmbedding``: its JSON response (the
+        ingress refuses ``encoding_format: bytes``, whose body is not JSON)."""
+        request = self._validated(vc.embedding_request, body)
+        if isinstance(request, ResponseHead):
+            return request
+        try:
+            response = await self._embedding(request, None)
+        except Exception as exc:  # vLLM raises its validation errors from here
+            result = vc.create_error_response(exc)
+            return ResponseHead(result.error.code, result.model_dump(mode="json"))
+        if isinstance(response, vc.ErrorResponse):
+            return ResponseHead(response.error.code, response.model_dump(mode="json"))
+        return ResponseHead(*vc.response_json(response))
+
     def shutdown(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()
@@ -164,20 +204,16 @@ class OpenAIEngine:
 
     async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
         """Yield a ``ResponseHead`` and, for a stream, vLLM's SSE events."""
+        if endpoint is Endpoint.EMBEDDINGS:
+            yield await self._embed(body)
+            return
         if endpoint is Endpoint.CHAT:
             request_cls, create = vc.ChatCompletionRequest, self._chat.create_chat_completion
         else:
             request_cls, create = vc.CompletionRequest, self._completion.create_completion
-        try:
-            request = request_cls.model_validate(body)
-        except ValidationError as exc:
-            yield ResponseHead(400, validation_error(exc.errors()).body())
-            return
-        except Exception as exc:  # vLLM's validators raise their own errors past pydantic
-            refused = vc.client_error_response(exc)
-            if refused is None:
-                raise
-            yield ResponseHead(refused.error.code, refused.model_dump(mode="json"))
+        request = self._validated(request_cls.model_validate, body)
+        if isinstance(request, ResponseHead):
+            yield request
             return
         try:
             result = await create(request, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -30,8 +31,10 @@ from vllm.entrypoints.openai.completion.protocol import (
     CompletionRequest,
     CompletionResponse,
 )
+from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.core_client import EngineCoreClient, InprocClient
@@ -52,6 +55,7 @@ __all__ = [
     "ChatCompletionResponse",
     "CompletionRequest",
     "CompletionResponse",
+    "EmbeddingRequest",
     "EngineCoreClient",
     "EngineDeadError",
     "ErrorResponse",
@@ -297,6 +301,38 @@ def weight_shaping_engine_args() -> tuple[str, ...]:
         raise RuntimeError(f"vLLM no longer hashes {sorted(stale)}: drop them from NOT_WEIGHT_SHAPING")
     engine_args = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     return tuple(sorted(((factors - NOT_WEIGHT_SHAPING) | ALSO_WEIGHT_SHAPING) & engine_args))
+
+
+async def load_lora_adapter(serving_models: Any, name: str, source: str) -> None:
+    """Have vLLM's serving layer (its ``OpenAIServingModels``) serve the LoRA adapter at
+    ``source`` as ``name``, as its ``/v1/load_lora_adapter`` route does; a name it holds from
+    ``source`` already is left as it is, one it holds from elsewhere is loaded in place.
+    ``RuntimeError`` with vLLM's reason when it refuses."""
+    held = serving_models.lora_requests.get(name)
+    if held is not None and held.lora_path == source:
+        return
+    request = LoadLoRAAdapterRequest(lora_name=name, lora_path=source, load_inplace=held is not None)
+    result = await serving_models.load_lora_adapter(request)
+    if isinstance(result, ErrorResponse):
+        raise RuntimeError(result.error.message)
+
+
+@functools.cache
+def _embedding_request_adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(EmbeddingRequest)
+
+
+def embedding_request(body: dict[str, Any]) -> Any:
+    """vLLM's embedding request of the body (its union of prompt and chat forms)."""
+    return _embedding_request_adapter().validate_python(body)
+
+
+def response_json(response: Any) -> tuple[int, dict[str, Any]]:
+    """A Starlette JSON response of vLLM's serving layer (the pooling endpoints answer one)
+    as its status and body."""
+    return int(response.status_code), json.loads(bytes(response.body))
 
 
 def client_error_response(exc: Exception) -> ErrorResponse | None:

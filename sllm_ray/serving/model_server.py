@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -27,11 +28,11 @@ from ray.serve.config import RequestRouterConfig
 from ray.util import get_current_placement_group
 
 from sllm_ray import metrics, ray_compat
-from sllm_ray.config import ModelConfig, engine_workers
+from sllm_ray.config import AdapterConfig, ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
-from sllm_ray.errors import EngineLostError
+from sllm_ray.errors import BadRequestError, EngineLostError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -58,6 +59,20 @@ HEALTH_CHECK_PERIOD_S = 2.0
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
 ROUTER_PATH = "sllm_ray.serving.router:LocalFirstRouter"
+# LoRA adapters a replica keeps track of as loaded (Serve's multiplexed ids: what its router
+# prefers it for), least recently used out. Its engine keeps adapters by vLLM's own bounds
+# (``max_loras`` in a batch, ``max_cpu_loras`` in memory) and reloads one as needed.
+ADAPTERS_PER_REPLICA = 64
+
+
+@dataclass
+class _LoadedAdapter:
+    """An adapter this replica's engine has, from ``source``; ``host_id``: the engine
+    host it was loaded into (a host that died took it along)."""
+
+    name: str
+    source: str
+    host_id: str
 
 
 class EngineStartError(RuntimeError):
@@ -104,6 +119,7 @@ class ModelServer:
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._owner_app = owner_app
         self._config = config
+        self._adapter_sources: dict[str, str] = {}
         context = ray.get_runtime_context()
         self._node_id = context.get_node_id()
         self._pool = await _node_pool(owner_app, self._node_id)
@@ -235,10 +251,41 @@ class ModelServer:
             "host": host,
         }
 
+    @serve.multiplexed(max_num_models_per_replica=ADAPTERS_PER_REPLICA)
+    async def _adapter(self, name: str) -> _LoadedAdapter:
+        """The adapter ``name`` loaded into this replica's engine (Serve's multiplexing
+        reports it, so its router prefers this replica for it)."""
+        source = self._adapter_sources[name]
+        await (await self._engine()).call("load_adapter", adapter=name, source=source)
+        return _LoadedAdapter(name, source, self._lease.host_id)
+
+    async def _load_adapter(self, adapter: AdapterConfig) -> None:
+        """Have the engine hold ``adapter`` before its request goes in: a first request loads
+        it; an adapter registered again from another source is loaded again."""
+        self._adapter_sources[adapter.adapter] = adapter.source
+        try:
+            loaded = await self._adapter(adapter.adapter)
+            channel = await self._engine()
+            if loaded.source != adapter.source or loaded.host_id != self._lease.host_id:
+                await channel.call("load_adapter", adapter=adapter.adapter, source=adapter.source)
+                loaded.source, loaded.host_id = adapter.source, self._lease.host_id
+        except ChannelError as exc:
+            if self._channel.failure is not None:  # the host went away: a new one comes
+                raise EngineLostError(
+                    f"the engine host of model `{self._config.model}` went away; retry", ENGINE_LOST_RETRY_S
+                ) from None
+            # vLLM refused it (registration checked the layout, rank and modules already).
+            raise BadRequestError(
+                f"adapter `{adapter.adapter}` could not be loaded: {exc}", param="model"
+            ) from None
+
     async def generate(
-        self, endpoint: Endpoint, body: dict[str, Any]
+        self, endpoint: Endpoint, body: dict[str, Any], adapter: AdapterConfig | None = None
     ) -> AsyncIterator[Accepted | ResponseHead | str]:
-        """Stream a reply as ``sllm_ray.protocol`` describes."""
+        """Stream a reply as ``sllm_ray.protocol`` describes; a request for a LoRA adapter of
+        this model (``body["model"]`` names it) once the engine holds it."""
+        if adapter is not None:
+            await self._load_adapter(adapter)
         # The requests that reach a new replica first waited for it to start.
         ready_for = time.time() - self._timeline["engine_ready_at"]
         start = self._start_kind if self._first_wave and ready_for < COLD_WINDOW_S else "warm"

@@ -1,4 +1,9 @@
-"""Serve request router of the model deployments: the caller's node first, then two choices.
+"""Serve request router of the model deployments: a replica holding the request's adapter
+first, then the caller's node, then two choices.
+
+A request for a LoRA adapter carries the adapter as Serve's multiplexed model id; a replica
+that loaded it already (it reports its ids to Serve) answers without loading it, so those
+with room are tried first, least loaded first.
 
 A model replica forwards every token from its engine host; a replica on the ingress's own
 node saves the request and each streamed reply a trip between machines. So replicas on
@@ -13,7 +18,14 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from ray.serve.request_router import FIFOMixin, LocalityMixin, PendingRequest, RequestRouter, RunningReplica
+from ray.serve.request_router import (
+    FIFOMixin,
+    LocalityMixin,
+    MultiplexMixin,
+    PendingRequest,
+    RequestRouter,
+    RunningReplica,
+)
 
 from sllm_ray.ray_compat import router_node_id
 
@@ -34,28 +46,37 @@ def local_first(
     local_node: str | None,
     queue_len: Callable[[R], int | None],
     rng: random.Random,
+    holds: Callable[[R], bool] | None = None,
 ) -> list[list[R]]:
     """Ranks of replicas to try, most preferred first (``RequestRouter.choose_replicas``).
 
-    First rank: replicas on ``local_node`` known to have room, least loaded first. A
-    replica whose queue length is unknown is not assumed to have room. Last rank: two
-    distinct replicas at random (one when there is one)."""
+    First, when the request is for an adapter: replicas that ``holds`` it, known to have
+    room, least loaded first. Then replicas on ``local_node`` known to have room, least
+    loaded first. A replica whose queue length is unknown is not assumed to have room. Last
+    rank: two distinct replicas at random (one when there is one)."""
     ranks: list[list[R]] = []
-    if local_node is not None:
-        roomy = []
+
+    def roomy(keep: Callable[[R], bool]) -> None:
+        found = []
         for replica in replicas:
             length = queue_len(replica)
-            if replica.node_id == local_node and length is not None and length < replica.max_ongoing_requests:
-                roomy.append((length, replica))
-        if roomy:
-            ranks.append([replica for _, replica in sorted(roomy, key=lambda item: item[0])])
+            if keep(replica) and length is not None and length < replica.max_ongoing_requests:
+                found.append((length, replica))
+        if found:
+            ranks.append([replica for _, replica in sorted(found, key=lambda item: item[0])])
+
+    if holds is not None:
+        roomy(holds)
+    if local_node is not None:
+        roomy(lambda replica: replica.node_id == local_node)
     if replicas:
         ranks.append(rng.sample(list(replicas), min(2, len(replicas))))
     return ranks
 
 
-class LocalFirstRouter(FIFOMixin, LocalityMixin, RequestRouter):
-    """``local_first`` with Serve's view: its node, its cached queue lengths."""
+class LocalFirstRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter):
+    """``local_first`` with Serve's view: its node, its cached queue lengths, which replicas
+    hold which multiplexed ids (adapters)."""
 
     _rng = random.Random()
 
@@ -63,9 +84,12 @@ class LocalFirstRouter(FIFOMixin, LocalityMixin, RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         cache = self.replica_queue_len_cache
+        adapter = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
+        holders = self._multiplexed_model_id_to_replica_ids.get(adapter, set()) if adapter else set()
         return local_first(
             candidate_replicas,
             router_node_id(self),
             lambda replica: cache.get(replica.replica_id),
             self._rng,
+            (lambda replica: replica.replica_id in holders) if holders else None,
         )

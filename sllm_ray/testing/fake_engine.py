@@ -8,7 +8,9 @@ channel, launcher and hosts, only the engine is fake. Its engine arguments:
 - ``fake_token_s``: seconds per token, between streamed ones (a whole answer: all of them before
   it; default 0);
 - ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
-- ``max_model_len``: prompts longer than this (in characters) get vLLM's 400.
+- ``max_model_len``: prompts longer than this (in characters) get vLLM's 400;
+- ``enable_lora``, ``max_lora_rank``, ``max_loras``: taken; a request names the model or an
+  adapter loaded (``load_adapter``), else it gets vLLM's 404, and the reply names it.
 
 The n-th token of every reply is ``tok<n>`` (token id ``100 + n``); ``max_tokens``
 (default 16) of them. A prompt of token ids (``[1, 100, 101]``) continues after the tokens
@@ -35,15 +37,19 @@ ARGS = (
     "max_model_len",
     "enforce_eager",
     "kv_cache_memory_bytes",
+    "enable_lora",
+    "max_lora_rank",
+    "max_loras",
 )
 
 
 FIRST_TOKEN_ID = 100
 
 
-def _error(message: str, param: str | None = None) -> ResponseHead:
-    body = {"error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}}
-    return ResponseHead(400, body)
+def _error(message: str, param: str | None = None, status: int = 400) -> ResponseHead:
+    kind = "NotFoundError" if status == 404 else "BadRequestError"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return ResponseHead(status, body)
 
 
 class FakeEngine:
@@ -53,6 +59,7 @@ class FakeEngine:
         self._source = spec.engine_source()
         self.phases: dict[str, float] = {}
         self.asleep = False
+        self.adapters: dict[str, str] = {}  # name -> source, as loaded
 
     @classmethod
     def prepare_process(cls) -> None:
@@ -82,11 +89,15 @@ class FakeEngine:
         self.phases["engine_core_s"] = time.perf_counter() - started
         return None
 
+    async def load_adapter(self, name: str, source: str) -> None:
+        self.adapters[name] = source
+
     async def sleep(self) -> None:
         self.asleep = True
 
     async def wake(self) -> None:
         self.asleep = False
+        self.adapters: dict[str, str] = {}  # name -> source, as loaded
 
     async def check_health(self) -> None:
         if self.asleep:
@@ -96,6 +107,10 @@ class FakeEngine:
         pass
 
     async def generate(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[ResponseHead | str]:
+        served = body.get("model") or self.model
+        if served != self.model and served not in self.adapters:
+            yield _error(f"The model `{served}` does not exist.", "model", 404)
+            return
         prompt = body.get("prompt") if endpoint is Endpoint.COMPLETIONS else body.get("messages")
         if not prompt:
             yield _error("the prompt is empty", "prompt" if endpoint is Endpoint.COMPLETIONS else "messages")
@@ -111,7 +126,7 @@ class FakeEngine:
         with_ids = bool(body.get("return_token_ids"))
         rid = f"fake-{uuid.uuid4().hex[:12]}"
         kind = "chat.completion" if endpoint is Endpoint.CHAT else "text_completion"
-        base = {"id": rid, "created": int(time.time()), "model": self.model}
+        base = {"id": rid, "created": int(time.time()), "model": served}
         usage = {
             "prompt_tokens": len(prompt_ids),
             "completion_tokens": count,

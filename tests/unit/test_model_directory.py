@@ -28,25 +28,25 @@ def directory() -> ModelDirectory[str]:
 
 
 def test_resolve_picks_the_named_model(directory: ModelDirectory[str]) -> None:
-    config, handle = directory.resolve({"model": "org/b", "messages": []})
-    assert (config.model, handle) == ("org/b", "handle-org/b")
+    route = directory.route({"model": "org/b", "messages": []})
+    assert (route.config.model, route.handle, route.adapter) == ("org/b", "handle-org/b", None)
 
 
 @pytest.mark.parametrize("body", [{}, {"model": None}, {"model": ""}])
 def test_missing_model_is_404(directory: ModelDirectory[str], body: dict) -> None:
     with pytest.raises(ModelNotFoundError) as info:
-        directory.resolve(body)
+        directory.route(body)
     assert info.value.status == 404 and info.value.param == "model"
 
 
 def test_unknown_model_is_404_naming_it(directory: ModelDirectory[str]) -> None:
     with pytest.raises(ModelNotFoundError, match="`nope`"):
-        directory.resolve({"model": "nope"})
+        directory.route({"model": "nope"})
 
 
 def test_non_string_model_is_400(directory: ModelDirectory[str]) -> None:
     with pytest.raises(BadRequestError):
-        directory.resolve({"model": 3})
+        directory.route({"model": 3})
 
 
 def test_handles_are_made_once_and_dropped_with_their_model() -> None:
@@ -73,6 +73,55 @@ def test_model_cards(directory: ModelDirectory[str]) -> None:
     assert cards["object"] == "list"
     assert [c["id"] for c in cards["data"]] == ["a", "org/b"]
     assert directory.card("a")["object"] == "model"
+
+
+def _with_adapters() -> ModelDirectory[str]:
+    base = ModelConfig(
+        model="base",
+        model_source="src",
+        engine_kwargs={"enable_lora": True},
+        adapters=[{"adapter": "fine", "source": "/lora/fine"}],
+    )
+    directory: ModelDirectory[str] = ModelDirectory(lambda config: f"handle-{config.model}")
+    directory.sync([*MODELS, base])
+    return directory
+
+
+def test_an_adapter_routes_to_its_base() -> None:
+    route = _with_adapters().route({"model": "fine", "prompt": "x"})
+    assert (route.config.model, route.handle, route.served) == ("base", "handle-base", "fine")
+    assert route.adapter is not None and route.adapter.source == "/lora/fine"
+    assert route.body == {"model": "fine", "prompt": "x"}  # the engine serves it by this name
+
+
+def test_serverless_llms_lora_adapter_name_beside_the_base() -> None:
+    directory = _with_adapters()
+    route = directory.route({"model": "base", "lora_adapter_name": "fine", "prompt": "x"})
+    assert route.served == "fine" and route.body == {"model": "fine", "prompt": "x"}
+    with pytest.raises(ModelNotFoundError, match="`nope`"):
+        directory.route({"model": "base", "lora_adapter_name": "nope"})
+    with pytest.raises(ModelNotFoundError):  # not an adapter of that model
+        directory.route({"model": "a", "lora_adapter_name": "fine"})
+
+
+def test_a_backend_suffix_names_the_model() -> None:
+    directory = _with_adapters()
+    route = directory.route({"model": "org/b:vllm"})
+    assert route.config.model == "org/b" and route.body == {"model": "org/b"}
+    assert directory.route({"model": "fine:vllm"}).served == "fine"
+    assert "org/b:vllm" in directory
+    with pytest.raises(ModelNotFoundError):
+        directory.route({"model": "org/b:sglang"})
+
+
+def test_adapter_cards_name_their_parent_and_the_list_is_under_models_too() -> None:
+    directory = _with_adapters()
+    cards = directory.list_cards()
+    assert [c["id"] for c in cards["data"]] == ["a", "base", "fine", "org/b"]
+    assert cards["models"] == cards["data"]  # where ServerlessLLM's `sllm status` reads it
+    assert directory.card("fine")["parent"] == "base"
+    directory.remove("base")  # its adapters go with it
+    assert "fine" not in directory
 
 
 def test_error_bodies_have_openai_shape() -> None:

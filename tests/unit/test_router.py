@@ -53,3 +53,18 @@ def test_two_choices_spread_over_all_replicas() -> None:
 def test_one_or_no_replica() -> None:
     assert ranks([B1], "A", {}) == [[B1]]
     assert ranks([], "A", {}) == []
+
+
+def test_replicas_holding_the_requests_adapter_come_first() -> None:
+    holders = {"b1"}  # the adapter is loaded on another node's replica only
+    got = local_first(
+        [A1, A2, B1, B2],
+        "A",
+        lambda r: {"a1": 0, "a2": 0, "b1": 2, "b2": 0}.get(r.name),
+        random.Random(0),
+        lambda r: r.name in holders,
+    )
+    assert got[0] == [B1] and got[1] == [A1, A2]  # then local, then two choices
+    lengths = {"a1": 0, "b1": 4}
+    full = local_first([A1, B1], "A", lambda r: lengths[r.name], random.Random(0), lambda r: r is B1)
+    assert full[0] == [A1]  # a holder without room is not preferred

@@ -95,11 +95,44 @@ def test_unsupported_input_is_422(body: dict) -> None:
         sllm_compat.update_patch(body)
 
 
-def test_delete_takes_a_model_name_only() -> None:
-    assert sllm_compat.model_name({"model": "m"}) == "m"
-    for body in ({}, {"model": 3}, {"model": "m", "force": True}):
+def test_delete_takes_a_model_or_its_adapters() -> None:
+    assert sllm_compat.deleted({"model": "m"}) == ("m", None)
+    # `sllm delete m --lora-adapters a b`, and with paths (`a=/p`): names either way.
+    assert sllm_compat.deleted({"model": "m", "lora_adapters": ["a", "b"]}) == ("m", ["a", "b"])
+    assert sllm_compat.deleted({"model": "m", "lora_adapters": {"a": "/p"}}) == ("m", ["a"])
+    for body in ({}, {"model": 3}, {"model": "m", "force": True}, {"model": "m", "lora_adapters": 3}):
         with pytest.raises(UnprocessableError):
-            sllm_compat.model_name(body)
+            sllm_compat.deleted(body)
+
+
+def test_lora_settings_as_their_cli_sends_them() -> None:
+    """`sllm deploy --enable-lora --lora-adapters a=/p ...` puts both in backend_config."""
+    body = {
+        **SLLM_DEFAULT,
+        "num_gpus": 0,
+        "backend_config": {
+            **SLLM_DEFAULT["backend_config"],
+            "enable_lora": True,
+            "max_lora_rank": 8,
+            "lora_adapters": {"a": "/models/lora-a"},
+        },
+    }
+    config = ModelConfig.model_validate(sllm_compat.register_body(body))
+    assert config.engine_kwargs == {"dtype": "float16", "enable_lora": True, "max_lora_rank": 8}
+    assert [(a.adapter, a.source) for a in config.adapters] == [("a", "/models/lora-a")]
+    assert sllm_compat.adapters(body) == ("facebook/opt-1.3b", [{"adapter": "a", "source": "/models/lora-a"}])
+    # An update of adapters alone leaves the engine arguments alone.
+    name, patch = sllm_compat.update_patch({"model": "m", "backend_config": {"lora_adapters": {"b": "/q"}}})
+    assert (name, patch) == ("m", {})
+    with pytest.raises(UnprocessableError) as info:
+        sllm_compat.register_body({"model": "m", "backend_config": {"lora_adapters": ["a"]}})
+    assert info.value.param == "backend_config.lora_adapters"
+
+
+def test_precision_is_refused_naming_it() -> None:
+    with pytest.raises(UnprocessableError, match="bitsandbytes") as info:
+        sllm_compat.register_body({"model": "m", "backend_config": {"precision": "int8"}})
+    assert info.value.param == "backend_config.precision"
 
 
 def test_out_of_bounds_instances_are_refused() -> None:
