@@ -3,8 +3,10 @@ folder on the path for its conftest)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,3 +67,32 @@ def pool_status(node_id: str, app: str = APP_NAME) -> dict[str, Any]:
     from sllm_ray.names import named_actor, pool_name
 
     return ray.get(named_actor(pool_name(app, node_id)).status.remote())
+
+
+def read_killing(stream: Iterable[Any], pid: int, after_chars: int = 10) -> tuple[str, Any, float]:
+    """Read an ``openai`` stream (chat or completion), SIGKILLing process ``pid`` once more
+    than ``after_chars`` of text came: the whole text, the last chunk, and when (wall
+    clock) the process was killed."""
+    text, last, killed_at = "", None, 0.0
+    for chunk in stream:
+        last = chunk
+        if chunk.choices:
+            choice = chunk.choices[0]
+            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
+        if len(text) > after_chars and not killed_at:
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.time()
+    assert killed_at, "the stream ended before the process was killed"
+    return text, last, killed_at
+
+
+def sllm_auto_scaling(keep_alive_s: int) -> dict[str, Any]:
+    """ServerlessLLM's default ``auto_scaling_config`` (sllm/cli/default_config.json) with
+    another keep-alive (theirs is 0)."""
+    return {
+        "metric": "concurrency",
+        "target": 1,
+        "min_instances": 0,
+        "max_instances": 10,
+        "keep_alive": keep_alive_s,
+    }

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 from app_under_test import ENGINE_KWARGS
+from support import sllm_auto_scaling
 
 from sllm_ray.tools.tiny_lora import make_tiny_lora
 
@@ -25,13 +26,7 @@ BASE = "sllm-lora-base"
 SLLM_DEFAULT = {
     "backend": "vllm",
     "num_gpus": 0,
-    "auto_scaling_config": {
-        "metric": "concurrency",
-        "target": 1,
-        "min_instances": 0,
-        "max_instances": 10,
-        "keep_alive": 600,  # theirs is 0; warm across this module's tests
-    },
+    "auto_scaling_config": sllm_auto_scaling(600),  # warm across the tests
     "backend_config": {
         "device_map": "auto",
         "torch_dtype": "float16",

@@ -13,7 +13,7 @@ import openai
 import pytest
 from app_under_test import APP_NAME, ENGINE_KWARGS, model_body
 from openai.types.chat import ChatCompletion
-from support import wait_for
+from support import sllm_auto_scaling, wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "extra_body": {"ignore_eos": True}}
 
@@ -179,13 +179,7 @@ def test_serverlessllm_api(admin: httpx.Client, client: openai.OpenAI, tiny_mode
         "model": "sllm-style",
         "backend": "vllm",
         "num_gpus": 0,
-        "auto_scaling_config": {
-            "metric": "concurrency",
-            "target": 1,
-            "min_instances": 0,
-            "max_instances": 10,
-            "keep_alive": 60,
-        },
+        "auto_scaling_config": sllm_auto_scaling(60),  # warm across the tests
         "backend_config": {
             "pretrained_model_name_or_path": str(tiny_model_dir),
             "device_map": "auto",

@@ -4,15 +4,13 @@ sent. A greedy answer comes out exactly as an uninterrupted one."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 from app_under_test import model_body
-from support import replica_record
+from support import read_killing, replica_record
 
 MODEL = "tiny-resume"
 # A random-weight model rarely emits end-of-sequence; ignore_eos makes lengths exact.
@@ -20,20 +18,10 @@ GREEDY = {"temperature": 0, "extra_body": {"ignore_eos": True}}
 TOKENS = 48
 
 
-def _read_killing_host(stream: Any) -> tuple[str, Any, bool]:
-    """The text of ``stream``, its last chunk and whether the host was killed meanwhile
-    (after the first tokens)."""
-    pid, text, last, seen = replica_record(MODEL)["host"]["pid"], "", None, 0
-    for chunk in stream:
-        last = chunk
-        if chunk.choices:
-            choice = chunk.choices[0]
-            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
-            seen += 1
-        if seen == 4 and pid:
-            os.kill(pid, signal.SIGKILL)
-            pid = 0
-    return text, last, pid == 0
+def _read_killing_host(stream: Any) -> tuple[str, Any]:
+    """The text and last chunk of ``stream``, its engine host killed after a few tokens."""
+    text, last, _ = read_killing(stream, replica_record(MODEL)["host"]["pid"], after_chars=3)
+    return text, last
 
 
 def test_a_greedy_stream_cut_by_its_engines_death_continues_exactly(
@@ -52,8 +40,7 @@ def test_a_greedy_stream_cut_by_its_engines_death_continues_exactly(
             stream_options={"include_usage": True},
             **GREEDY,
         )
-        text, last, killed = _read_killing_host(stream)
-        assert killed
+        text, last = _read_killing_host(stream)
         assert text == whole.choices[0].text
         assert last.usage.completion_tokens == TOKENS
         assert last.usage.prompt_tokens == whole.usage.prompt_tokens
@@ -65,8 +52,7 @@ def test_a_greedy_stream_cut_by_its_engines_death_continues_exactly(
         chat = client.chat.completions.create(
             model=MODEL, messages=messages, max_tokens=TOKENS, stream=True, **GREEDY
         )
-        text, last, killed = _read_killing_host(chat)
-        assert killed
+        text, last = _read_killing_host(chat)
         assert text == reference.choices[0].message.content
         assert last.object == "chat.completion.chunk"
     finally:

@@ -4,8 +4,6 @@ ingress, scale from zero, bursts, hot starts, failed builds and a host killed mi
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import httpx
 import openai
 import pytest
 from fake_app import APP, FAST, fake_model
-from support import wait_for
+from support import read_killing, wait_for
 
 from sllm_ray.names import model_app_name
 
@@ -144,19 +142,8 @@ def test_a_broken_engine_fails_its_waiting_request_with_the_cause_and_a_patch_fi
 
 
 def _kill_host_mid_stream(stream: Any, model: str) -> tuple[str, Any, float]:
-    """Read ``stream``, SIGKILLing the model's engine host after a few tokens: the text
-    read, the last chunk and when the host was killed."""
-    pid, text, last, killed_at = _record(model)["host"]["pid"], "", None, 0.0
-    for chunk in stream:
-        last = chunk
-        if chunk.choices:
-            choice = chunk.choices[0]
-            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
-        if len(text) > 10 and pid:
-            os.kill(pid, signal.SIGKILL)
-            pid, killed_at = 0, time.time()
-    assert killed_at, "the stream ended before the host was killed"
-    return text, last, killed_at
+    """Read ``stream``, SIGKILLing the model's engine host after a few tokens."""
+    return read_killing(stream, _record(model)["host"]["pid"])
 
 
 def test_a_stream_whose_host_is_killed_goes_on_from_a_new_host_whole_and_once(
@@ -206,17 +193,12 @@ def test_a_stream_whose_replica_is_killed_goes_on_from_a_new_replica(
     _register(fake_admin, slow)
     _stream(fake_client, "orphaned", 1)
     before = _record("orphaned")
-    text = ""
     stream = fake_client.chat.completions.create(
         model="orphaned", messages=[{"role": "user", "content": "hi"}], max_tokens=60, stream=True
     )
-    for chunk in stream:
-        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        if len(text) > 10 and before:
-            os.kill(before["pid"], signal.SIGKILL)
-            killed, before = before, {}
+    text, _, _ = read_killing(stream, before["pid"])
     assert text == " ".join(f"tok{i}" for i in range(60))
-    assert _record("orphaned")["replica"] != killed["replica"]
+    assert _record("orphaned")["replica"] != before["replica"]
     assert fake_admin.delete("/v1/admin/models/orphaned").status_code == 200
 
 
