@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import openai
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 HI = [{"role": "user", "content": "hi"}]
@@ -32,6 +32,7 @@ ROUTES = (
     "/delete",
     "/openapi.json",
 )
+SLLM_ADMIN = ("/register", "/update", "/delete")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "HEAD")
 FIELDS = (
     "model",
@@ -120,6 +121,9 @@ def test_random_requests_on_every_route_get_no_5xx_and_openai_errors(
         headers=_headers,
     )
     def one(method: str, route: str, body: bytes, headers: dict[str, str]) -> None:
+        # ServerlessLLM's admin routes take the model from the body: a well-formed delete
+        # or update of the suite's model would be obeyed, and the check below would fail.
+        assume(route not in SLLM_ADMIN or b'"warm"' not in body)
         reply = fake_admin.request(method, route, content=body, headers=headers)
         _check(reply, (method, route, body, headers))
 
