@@ -81,6 +81,9 @@ class StreamResume:
         self._client_wants_ids = bool(body.get("return_token_ids"))
         self.prompt_ids: list[int] | None = None
         self.generated: list[int] = []
+        # How many of ``generated`` the text sent so far holds: a token that ends inside a
+        # character (byte-level vocabularies split them) has no text until the next one.
+        self._sent = 0
         self.head: dict[str, Any] | None = None  # the first chunk's id, object, created, model
         self.finished = False
         self.resumed = False
@@ -99,14 +102,20 @@ class StreamResume:
             if self.prompt_ids is None and isinstance(choice.get("prompt_token_ids"), list):
                 self.prompt_ids = choice["prompt_token_ids"]  # a completion's
             self.generated.extend(choice.get("token_ids") or ())
+            if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                self._sent = len(self.generated)
             self.finished = self.finished or choice.get("finish_reason") is not None
         return chunk if self._client_wants_ids else _without_ids(chunk)
 
     def body(self) -> dict[str, Any] | None:
         """The legacy completion that continues the stream, or None when it cannot be (no
-        prompt ids seen, or the stream had finished)."""
+        prompt ids seen, or the stream had finished). Its prompt ends with the last token
+        whose text was sent: one that ends inside a character is generated again, since
+        vLLM's detokenizer, primed with a prompt that ends mid-character, sends the whole
+        prompt's text with the token that completes it."""
         if self.prompt_ids is None or self.finished or self.resumed:
             return None
+        del self.generated[self._sent :]
         body: dict[str, Any] = {k: self._body[k] for k in _SAMPLING if k in self._body}
         body |= {
             "model": self._body["model"],

@@ -85,3 +85,22 @@ def test_a_completion_keeps_its_ids_when_asked_and_a_finished_or_spent_stream_is
     assert done.body() is None  # it had finished
     unseen = StreamResume(Endpoint.COMPLETIONS, body)
     assert unseen.body() is None  # no prompt ids seen: nothing to go on from
+
+
+def test_tokens_whose_text_is_not_sent_yet_are_generated_again() -> None:
+    """A byte-level token that ends inside a character streams no text; the continuation's
+    prompt stops before it (vLLM would send the prompt's text otherwise)."""
+    body = {"model": "m", "prompt": "hi", "stream": True, "max_tokens": 8}
+    resume = StreamResume(Endpoint.COMPLETIONS, body)
+    chunk = {"id": "c", "object": "text_completion", "created": 1, "model": "m"}
+    resume.outgoing(
+        {**chunk, "choices": [{"index": 0, "text": "a", "token_ids": [5], "prompt_token_ids": [1]}]}
+    )
+    resume.outgoing({**chunk, "choices": [{"index": 0, "text": "", "token_ids": [164]}]})
+    resume.outgoing({**chunk, "choices": [{"index": 0, "text": "", "token_ids": [228]}]})
+    continued = resume.body()
+    assert continued is not None
+    assert continued["prompt"] == [1, 5] and continued["max_tokens"] == 7
+    usage = {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
+    last = resume.continue_chunk({**chunk, "id": "other", "choices": [], "usage": usage})
+    assert last["usage"] == {"prompt_tokens": 1, "completion_tokens": 8, "total_tokens": 9}
