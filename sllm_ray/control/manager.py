@@ -184,6 +184,10 @@ class ModelManager:
         # Model -> the config its replicas are built with (engine memory derived), as
         # deployed: a replica's failed start names its fingerprint.
         self._deployed: dict[str, ModelConfig] = {}
+        # Model -> its replicas that reported an engine (``engine_ready``): a start that
+        # fails beside one of them is that replica's, not the model's. Cleared when the
+        # model has no running replica.
+        self._serving: dict[str, set[str]] = {}
         # Model -> when it was last handed to Serve (monotonic).
         self._deployed_at: dict[str, float] = {}
         # Numbers the routing snapshots, so the ingress can drop one older than what it has.
@@ -410,8 +414,8 @@ class ModelManager:
                 for record in records:
                     running = self._replicas(apps, record).get("RUNNING", 0)
                     metrics.set_gauge("sllm_running_replicas", {"model": record.name}, running)
-                    if running:
-                        self._failures.started(record.name)
+                    if not running:
+                        self._serving.pop(record.name, None)
                     self._check_serve_gave_up(record, apps, polled_at)
                 await self._steer(records, apps)
                 await self._keep_warm(records)
@@ -501,16 +505,25 @@ class ModelManager:
         if task is not None:
             await asyncio.shield(task)
 
-    async def start_failed(self, model: str, fingerprint: str, message: str) -> None:
-        """Called by a replica whose engine could not be built, before it raises: the
-        requests waiting for the model get ``message`` (through the ingress's next poll of
-        ``routing``), and the model backs off (``control/failures.py``)."""
+    async def engine_ready(self, model: str, fingerprint: str, replica: str) -> None:
+        """Called by a replica that has its first engine: the model starts, its failed
+        starts are over. (Serve's running replica may still be building its engine.)"""
+        deployed = self._deployed.get(model)
+        if deployed is not None and deployed.engine_fingerprint() == fingerprint:
+            self._serving.setdefault(model, set()).add(replica)
+            self._failures.started(model)
+
+    async def start_failed(self, model: str, fingerprint: str, message: str, replica: str) -> None:
+        """Called by a replica whose first engine could not be had: the requests waiting
+        for the model get ``message`` (through the ingress's next poll of ``routing``), and
+        the model backs off (``control/failures.py``)."""
         deployed = self._deployed.get(model)
         if deployed is None or deployed.engine_fingerprint() != fingerprint:
             logger.info("ignored a failed start of %s: engine %s is not the one deployed", model, fingerprint)
             return
         apps = (await asyncio.to_thread(serve.status)).applications
-        if self._replicas(apps, self._registry.get(model)).get("RUNNING"):
+        others = self._serving.get(model, set()) - {replica}
+        if others and self._replicas(apps, self._registry.get(model)).get("RUNNING"):
             # Another replica serves the model: its requests go there, and Serve retries
             # this one (a node short of memory, say) as it does any replica.
             metrics.count("sllm_failed_starts_total", {"model": model})
@@ -802,8 +815,6 @@ class ModelManager:
             app = apps.get(self._app(record.name))
             deployment = app.deployments.get(record.config.deployment_name) if app else None
             replicas = self._replicas(apps, record)
-            if replicas.get("RUNNING"):
-                self._failures.started(record.name)
             failure = self._failures.get(record.name)
             engine = self._deployed.get(record.name)
             out.append(

@@ -26,7 +26,7 @@ def _report_failure(model: str, fingerprint: str, message: str) -> None:
     from ray import serve
 
     manager = serve.get_deployment_handle("model-manager", app_name=APP_NAME)
-    manager.start_failed.remote(model, fingerprint, message).result()
+    manager.start_failed.remote(model, fingerprint, message, "a-replica").result()
 
 
 def _described(admin: httpx.Client, model: str) -> dict:
