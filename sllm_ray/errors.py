@@ -156,6 +156,12 @@ class EngineLostError(ServiceUnavailableError):
     a request with nothing sent yet is retried, a stream resumed (``api/resume.py``)."""
 
 
+class ReplicaLeavingError(ServiceUnavailableError):
+    """A replica whose first engine could not be had, asked by a request that came after
+    its failure: the ingress sends the request again, to a newer replica (a PATCH's) or,
+    once it has heard of the failure, answers with its cause."""
+
+
 class ModelStartFailedError(_RetryLater):
     """The model's replicas cannot start (e.g. its engine cannot be built): the cause, sent
     at once to the requests waiting for it and, until the retry backoff ends, to new ones."""

@@ -70,6 +70,7 @@ from sllm_ray.errors import (
     ModelStartFailedError,
     OpenAIError,
     PayloadTooLargeError,
+    ReplicaLeavingError,
     RequestTimeoutError,
     ServiceUnavailableError,
     TooManyRequestsError,
@@ -520,6 +521,10 @@ class OpenAIIngress:
                     break
                 except DeploymentUnavailableError:
                     await self._unavailable(config.model, deadline)
+                except Exception as exc:
+                    if not isinstance(carried_error(exc), ReplicaLeavingError):
+                        raise
+                    await self._unavailable(config.model, deadline)
         except BackPressureError:
             raise TooManyRequestsError(
                 f"model `{config.model}` has {config.max_queued_requests} requests waiting; retry later",
@@ -542,9 +547,10 @@ class OpenAIIngress:
         return accepted.replica, head, events
 
     async def _unavailable(self, model: str, deadline: float) -> None:
-        """Serve has no deployment for the model's handle: its application was removed
-        after a failed start this ingress has not heard of yet (the cause, at once), or it
-        is not there yet (registered or fixed a moment ago: try again, within the wait)."""
+        """Serve has no deployment for the model's handle, or the replica reached failed to
+        start and is leaving: the model's start failed and this ingress had not heard of it
+        yet (the cause, at once), or a newer deployment is on its way (registered or fixed a
+        moment ago: try again, within the wait)."""
         await self._refresh()
         if model in self._failures:
             raise self._start_failed(model)

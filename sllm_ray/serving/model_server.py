@@ -10,7 +10,9 @@ asks the node's checkpoint store where the weights are, and has the host build t
 engine; the requests wait for it. Then it forwards requests to the host over the host's
 local channel (``engine/channel.py``) and streams the replies back. A build that fails
 is reported to the model manager, which names the cause to the clients waiting at the
-ingress; those waiting here get it too, and the replica exits.
+ingress; those waiting here get it too. A request that comes later gets
+``ReplicaLeavingError``, which the ingress answers with the cause or sends on to a newer
+replica (a PATCH's), until Serve stops this one.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sllm_ray.config import AdapterConfig, ModelConfig, engine_workers
 from sllm_ray.engine import replica_workers
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
-from sllm_ray.errors import BadRequestError, EngineLostError, ModelStartFailedError
+from sllm_ray.errors import BadRequestError, EngineLostError, ModelStartFailedError, ReplicaLeavingError
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
@@ -59,9 +61,6 @@ ENGINE_LOST_RETRY_S = 2
 MAX_REPLACEMENTS = 3
 REPLACEMENT_WINDOW_S = 60.0
 HEALTH_CHECK_PERIOD_S = 2.0
-# A replica whose first engine could not be had exits this long after telling the requests
-# waiting for it why.
-FAILED_REPLICA_EXIT_S = 0.5
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -148,12 +147,10 @@ class ModelServer:
             await self._report_failure(cause)
             self._start_failure = cause
             self._broken = f"model `{self._config.model}` failed to start: {cause}"
+            # The requests waiting here get the cause; later ones are sent on by the ingress
+            # (``ReplicaLeavingError``) until Serve stops this replica: its application is
+            # removed or redeployed, or its health check fails.
             self._engine_ready.set()
-            # Serve would route to this replica until its health check fails: it leaves
-            # once the requests waiting here have their error (a PATCH's new replica, or
-            # a retry, must not find it).
-            await asyncio.sleep(FAILED_REPLICA_EXIT_S)
-            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
             return
         await self._heal()
 
@@ -222,8 +219,13 @@ class ModelServer:
     async def _engine(self) -> ChannelClient:
         """The channel of a working engine, waiting while the first is built or a dead
         host's is replaced."""
+        waited = not self._engine_ready.is_set()
         await self._engine_ready.wait()
         if self._start_failure is not None:
+            if not waited:  # the manager has the failure already: it, or a fix, is the answer
+                raise ReplicaLeavingError(
+                    f"replica {self._replica} of `{self._config.model}` is leaving", ENGINE_LOST_RETRY_S
+                )
             raise ModelStartFailedError(self._config.model, self._start_failure, ENGINE_LOST_RETRY_S)
         if self._broken is not None:
             raise EngineLostError(
