@@ -306,6 +306,7 @@ def table(result: dict[str, Any]) -> str:
         "worker_started",
         "replica_scheduled",
         "host_claimed",
+        "checkpoint_located",
         "engine_build_started",
         "weights_loaded",
         "engine_woken",

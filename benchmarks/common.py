@@ -227,6 +227,7 @@ def replica_marks(record: dict[str, Any]) -> dict[str, float | None]:
         "worker_started": record["worker_started_at"],
         "replica_scheduled": record["replica_started_at"],
         "host_claimed": record["host_claimed_at"],
+        "checkpoint_located": record.get("checkpoint_located_at"),
         "engine_build_started": host["engine_started_at"],
         "weights_loaded": host["load"]["finished_at"] if host["load"] else None,
         "engine_woken": host["woke_at"],

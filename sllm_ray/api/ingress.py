@@ -176,6 +176,7 @@ class _Reply:
         self.deadline = deadline  # (seconds, setting): the longest a stream may go without an event
         self._resume = resume
         self._continuing = False  # the events are the continuation's
+        self._cut: OpenAIError | None = None  # why the server ended the stream (``cut``)
         self.on_end: Callable[[], None] | None = None  # called once when a stream ends
         if head.body is not None:  # whole: accounted for now
             if head.status == 200:
@@ -198,8 +199,8 @@ class _Reply:
                     self.log.close(200)
                 yield event
             self.log.close(200)
-        except Exception as exc:  # the replica died or the engine failed mid-stream
-            err = as_openai_error(exc, f"stream of model {self.log.model} interrupted")
+        except Exception as exc:  # the replica died, the engine failed, or a cut
+            err = self._cut or as_openai_error(exc, f"stream of model {self.log.model} interrupted")
             self.log.close(err.status)
             yield f"data: {error_response(err).body.decode()}\n\n"
             yield SSE_DONE
@@ -209,6 +210,12 @@ class _Reply:
             if self.on_end is not None:
                 self.on_end()
                 self.on_end = None
+
+    def cut(self, error: OpenAIError) -> None:
+        """End the stream early (the drain's bound): its replica stops generating, and the
+        client gets ``error`` as the last event."""
+        self._cut = error
+        self.events.cancel()
 
     async def _next(self) -> str | None:
         """The next event; once per request, a stream whose engine was lost goes on from a
@@ -289,6 +296,7 @@ class OpenAIIngress:
         # requests once the manager says so; the requests in flight, streams until their end.
         self._draining = False
         self._in_flight = 0
+        self._streams: set[_Reply] = set()  # open, for the drain to cut at its bound
         keys = KeyStore.load(config.api_keys_file)
         if not keys.enabled:
             logger.warning(
@@ -319,13 +327,21 @@ class OpenAIIngress:
 
     async def _refresh(self) -> None:
         report = self._manager.routing.remote(self._replica, self._in_flight, self._draining)
-        seq, models, failures, draining = await self._ask(report)
+        seq, models, failures, draining, cut = await self._ask(report)
         if seq < self._routing_seq:  # overtaken by a newer one (refreshes overlap)
             return
         self._routing_seq = seq
         if draining and not self._draining:
             logger.info("draining: refusing new requests; %d in flight", self._in_flight)
         self._draining = draining
+        if cut and self._streams:
+            logger.warning("drain_timeout_s passed: cutting %d streams", len(self._streams))
+            error = ServiceUnavailableError(
+                "the server is shutting down: the stream outlasted drain_timeout_s; retry",
+                self._config.retry_after_s,
+            )
+            for stream in list(self._streams):
+                stream.cut(error)
         self._directory.sync(models)
         self._note_failures(failures)
 
@@ -575,7 +591,8 @@ class OpenAIIngress:
             reply = await self._forward(endpoint, generation_body(_BODY_MODELS[endpoint], data), log)
             if reply.head.body is None:
                 streaming = True
-                reply.on_end = self._stream_ended
+                self._streams.add(reply)
+                reply.on_end = lambda: self._stream_ended(reply)
             return reply
         except Exception as exc:
             error = carried_error(exc)
@@ -585,7 +602,8 @@ class OpenAIIngress:
             if not streaming:
                 self._in_flight -= 1
 
-    def _stream_ended(self) -> None:
+    def _stream_ended(self, reply: _Reply) -> None:
+        self._streams.discard(reply)
         self._in_flight -= 1
 
     # Python API (through the deployment handle).

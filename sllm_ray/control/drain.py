@@ -5,7 +5,10 @@ replica learns it at its next routing poll (each second) and from then on refuse
 generation requests (503 with ``Retry-After``), while ``GET /ready`` is 503. Every poll
 carries the ingress's requests in flight (streams until their last event) and whether it
 was already refusing when it counted them; the app is drained once every ingress heard
-from recently has counted none while refusing.
+from recently has counted none while refusing. Once ``drain_timeout_s`` has passed, the
+ingresses cut the streams still open, each with a final error event: they do it while
+they are still up, so the cut reaches the model replicas too (a shutdown that stopped an
+ingress first would leave its streams running in them until Serve's grace period ends).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class DrainBook:
     def start(self, now: float) -> None:
         if self.started_at is None:
             self.started_at = now
+
+    def cutting(self, now: float, bound_s: float) -> bool:
+        """Whether the streams still in flight are to be cut: the drain's bound passed."""
+        return self.started_at is not None and now - self.started_at >= bound_s
 
     def report(self, ingress: str, in_flight: int, refusing: bool, now: float) -> None:
         self._reports[ingress] = IngressReport(in_flight, refusing, now)

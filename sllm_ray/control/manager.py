@@ -753,18 +753,21 @@ class ModelManager:
 
     async def routing(
         self, ingress: str = "", in_flight: int = 0, refusing: bool = False
-    ) -> tuple[int, list[ModelConfig], dict[str, StartFailure], bool]:
+    ) -> tuple[int, list[ModelConfig], dict[str, StartFailure], bool, bool]:
         """What the ingress routes by (it polls this each second): the snapshot's number
         (they increase), the models requests may go to, once the restored ones are
         deployed (so an ingress never routes to an application that is not there yet), the
-        models that failed to start, and whether the app is draining. The ingress reports
-        its requests in flight, for the drain."""
+        models that failed to start, whether the app is draining and whether the drain's
+        bound passed (streams still open are cut). The ingress reports its requests in
+        flight, for the drain."""
+        now = time.time()
         if ingress:
-            self._drain.report(ingress, in_flight, refusing, time.time())
+            self._drain.report(ingress, in_flight, refusing, now)
         await self.ready()
         self._routing_seq += 1
         models = [r.config for r in self._registry.list() if r.state != DELETING]
-        return self._routing_seq, models, self._failures.all(), self._drain.draining
+        cut = self._drain.cutting(now, self._config.drain_timeout_s)
+        return self._routing_seq, models, self._failures.all(), self._drain.draining, cut
 
     async def drain(self) -> DrainStatus:
         """Start the drain before a shutdown: the ingresses refuse new requests from their

@@ -158,9 +158,18 @@ class ModelServer:
         """Claim a host from the node's pool and have it wake or build this model's
         engine; a build that fails ends in ``_start_failed``."""
         config = self._config
-        lease: HostLease = await self._pool.claim.remote(
-            self._replica, os.getpid(), config.engine_fingerprint(), replica_workers.own_worker_env()
-        )
+        # Beside the claim, not after it: a cold start needs the spec, a hot one drops it.
+        spec = asyncio.ensure_future(self._spec())
+        spec.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            lease: HostLease = await self._pool.claim.remote(
+                self._replica, os.getpid(), config.engine_fingerprint(), replica_workers.own_worker_env()
+            )
+        except BaseException:
+            spec.cancel()
+            raise
+        if lease.asleep:
+            spec.cancel()
         self._lease = lease
         self._timeline["host_claimed_at"] = time.time()
         self._channel = ChannelClient(lease.address, lease.pid)
@@ -168,25 +177,33 @@ class ModelServer:
             if lease.asleep:
                 reply = await self._channel.call("wake", keep_asleep=config.keep_asleep)
             else:
-                reply = await self._channel.call("start", spec=(await self._spec()).to_json())
+                reply = await self._channel.call("start", spec=(await spec).to_json())
         except ChannelError as exc:
             await self._start_failed(str(exc))
-        if not self._replacements:  # the first engine: the model's failed starts are over
-            with contextlib.suppress(Exception):  # the manager may be restarting: serve all the same
-                self._call_manager("engine_ready", config.model, config.engine_fingerprint(), self._replica)
         record = HostRecord.from_json(reply)
         self._timeline["engine_ready_at"] = time.time()
         self._start_kind = "hot" if lease.asleep else "cold"
         self._first_wave = True
-        tier = "hot" if lease.asleep else (record.load.tier if record.load else "source")
+        self._engine_ready.set()
+        # The bookkeeping after the waiting requests' first steps: it takes tens of
+        # milliseconds (actor lookups, the manager's handle).
+        asyncio.get_running_loop().call_soon(self._started, record, lease.asleep, not self._replacements)
+
+    def _started(self, record: HostRecord, woken: bool, first: bool) -> None:
+        """A new engine in the metrics and the logs; the manager hears of the first (the
+        model's failed starts are over); a layout the load wrote goes to the store's DRAM."""
+        config = self._config
+        tier = "hot" if woken else (record.load.tier if record.load else "source")
         _record_start(config.model, tier, self._timeline, record)
-        if not lease.asleep and record.load is not None:
+        if not woken and record.load is not None:
             rate = record.load.bytes / max(record.load.seconds, 1e-9)
             metrics.observe("sllm_weights_load_bytes_per_second", {"model": config.model, "tier": tier}, rate)
             if record.load.layout_written:  # into DRAM, for the next engine of this layout
                 layout = engine_layout(config.engine_kwargs)
                 prepare_checkpoint(self._owner_app, self._node_id, config.model, config.model_source, layout)
-        self._engine_ready.set()
+        if first:
+            with contextlib.suppress(Exception):  # the manager may be restarting: serve all the same
+                self._call_manager("engine_ready", config.model, config.engine_fingerprint(), self._replica)
         logger.info("replica %s of %s ready (%s): %s", self._replica, config.model, tier, self._timeline)
 
     async def _heal(self) -> None:
@@ -248,6 +265,7 @@ class ModelServer:
         located = await locate_checkpoint(
             self._owner_app, self._node_id, config.model, config.model_source, layout
         )
+        self._timeline["checkpoint_located_at"] = time.time()
         return EngineSpec(
             config.model,
             config.model_source,

@@ -8,7 +8,8 @@ local one), runs ``serve run`` against it, and on SIGTERM or SIGINT
 1. has each sllm_ray app's model manager start the drain (``control/drain.py``): new
    generation requests get 503 with ``Retry-After`` and ``GET /ready`` turns 503;
 2. waits until the requests and streams in flight have finished, at most the app's
-   ``drain_timeout_s`` (default 30 s; a second signal, Ctrl-C twice, ends the wait);
+   ``drain_timeout_s`` (default 30 s; a second signal, Ctrl-C twice, ends the wait); then
+   the ingresses cut the streams still open, each with a final error event (``CUT_S``);
 3. stops ``serve run`` with SIGINT, which shuts Serve down (replicas, engine hosts and
    sleeping engines exit through their own shutdown), and exits 0.
 
@@ -46,6 +47,9 @@ BUILDER = "sllm_ray.builder:build_app"
 # every replica leaves at once, nothing is in flight any more.
 SHUTDOWN_S = 60.0
 POLL_S = 0.5
+# After the drain's bound: how long the ingresses have to cut the streams still open (each
+# learns of it at its next poll, each second, and reports none left at the one after).
+CUT_S = 3.0
 
 
 def serve_config(path: Path, environ: dict[str, str]) -> dict[str, Any]:
@@ -93,9 +97,9 @@ def drain(apps: dict[str, float], hurry: threading.Event | None = None) -> bool:
             if status.drained:
                 logger.info("app %s drained in %.1f s", name, time.monotonic() - started)
                 del pending[name]
-            elif time.monotonic() - started > apps[name]:
+            elif time.monotonic() - started > apps[name] + CUT_S:
                 logger.warning(
-                    "app %s: %d requests still in flight after drain_timeout_s (%g s); stopping",
+                    "app %s: %d requests still in flight after drain_timeout_s (%g s) and the cut; stopping",
                     name,
                     status.in_flight,
                     apps[name],

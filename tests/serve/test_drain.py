@@ -1,6 +1,6 @@
 """SIGTERM to ``sllm-ray serve`` drains: streams in flight finish, new requests get 503 with
 ``Retry-After``, ``/ready`` turns 503, a stream longer than ``drain_timeout_s`` is cut at
-that bound, and the process exits 0.
+that bound with an error event that says so, and the process exits 0.
 
 A real ``serve run`` in a Ray instance of its own (a subprocess: it is how containers stop
 the app), with the fake engine, whose streaming path through the ingress is the real one.
@@ -89,6 +89,7 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
         first_events = threading.Barrier(STREAMS + 2, timeout=30)
         texts: dict[int, list[str]] = {}
         finished: dict[int, str | None] = {}
+        cut: list[Exception] = []
 
         def stream(i: int) -> None:
             texts[i] = []
@@ -100,9 +101,10 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
                     finished[i] = chunk.choices[0].finish_reason
                     if n == 0:
                         first_events.wait()
-            except Exception:  # the long one: cut when the app stops
+            except Exception as exc:  # the long one: cut at the drain's bound
                 if i != STREAMS:
                     raise
+                cut.append(exc)
 
         # STREAMS streams that end within the drain, and one that does not.
         threads = [threading.Thread(target=stream, args=(i,)) for i in range(STREAMS + 1)]
@@ -138,6 +140,8 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
     assert {i: len(t) for i, t in texts.items()} == dict.fromkeys(range(STREAMS), TOKENS)
     assert {i: finished[i] for i in texts} == dict.fromkeys(range(STREAMS), "length")
     assert DRAIN_S / TOKEN_S <= len(long) < LONG_TOKENS and finished[STREAMS] is None
+    # With a last event that says why, while the ingress was up (so its replica stopped too).
+    assert len(cut) == 1 and "outlasted drain_timeout_s" in str(cut[0]), cut
     # The drain's bound, then Serve's shutdown (seconds); not the long stream's 60 s.
     assert DRAIN_S <= stopped_s < DRAIN_S + 20, stopped_s
     # The stores freed their DRAM tiers (/dev/shm) as they stopped.

@@ -77,3 +77,11 @@ def test_the_drain_bound_of_each_sllm_app(tmp_path: Path, monkeypatch: pytest.Mo
     assert sllm_apps(config) == {"a": 5.0, "b": 30.0}
     monkeypatch.setenv("SLLM_RAY_DRAIN_TIMEOUT_S", "12")  # the environment over the args
     assert sllm_apps(config) == {"a": 12.0, "b": 12.0}
+
+
+def test_streams_are_cut_once_the_drains_bound_passed() -> None:
+    book = DrainBook()
+    assert not book.cutting(100.0, 8.0)  # no drain
+    book.start(10.0)
+    assert not book.cutting(17.9, 8.0)
+    assert book.cutting(18.0, 8.0)
