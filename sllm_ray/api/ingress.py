@@ -157,6 +157,12 @@ def _engine_lost(exc: BaseException) -> bool:
     return isinstance(carried_error(exc), EngineLostError)
 
 
+def _unavailable_here(exc: BaseException) -> bool:
+    """The request found no replica to take it: Serve has no deployment for the handle, or
+    the replica reached is leaving after a failed start (``OpenAIIngress._unavailable``)."""
+    return isinstance(exc, DeploymentUnavailableError) or isinstance(carried_error(exc), ReplicaLeavingError)
+
+
 class _Reply:
     """A forwarded request once its replica answered: the head and, for a stream, the rest."""
 
@@ -535,10 +541,8 @@ class OpenAIIngress:
                 try:
                     accepted = await self._accepted(config, events, wait_s, deadline)
                     break
-                except DeploymentUnavailableError:
-                    await self._unavailable(config.model, deadline)
                 except Exception as exc:
-                    if not isinstance(carried_error(exc), ReplicaLeavingError):
+                    if not _unavailable_here(exc):
                         raise
                     await self._unavailable(config.model, deadline)
         except BackPressureError:

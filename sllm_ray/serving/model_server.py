@@ -42,7 +42,7 @@ from sllm_ray.errors import BadRequestError, EngineLostError, ModelStartFailedEr
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
-from sllm_ray.store.locate import engine_layout, locate_checkpoint, prepare_checkpoint
+from sllm_ray.store.locate import DRAM, engine_layout, locate_checkpoint, prepare_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +198,11 @@ class ModelServer:
         if not woken and record.load is not None:
             rate = record.load.bytes / max(record.load.seconds, 1e-9)
             metrics.observe("sllm_weights_load_bytes_per_second", {"model": config.model, "tier": tier}, rate)
-            if record.load.layout_written:  # into DRAM, for the next engine of this layout
-                layout = engine_layout(config.engine_kwargs)
-                prepare_checkpoint(self._owner_app, self._node_id, config.model, config.model_source, layout)
+        # Into DRAM for the next engine: a layout the load wrote, or weights it read from
+        # a slower tier or the source (the locate beside the claim prepared nothing).
+        if not woken and (record.load is None or record.load.layout_written or record.load.tier != DRAM):
+            layout = engine_layout(config.engine_kwargs)
+            prepare_checkpoint(self._owner_app, self._node_id, config.model, config.model_source, layout)
         if first:
             with contextlib.suppress(Exception):  # the manager may be restarting: serve all the same
                 self._call_manager("engine_ready", config.model, config.engine_fingerprint(), self._replica)

@@ -95,12 +95,13 @@ def _store(app: str, node_id: str) -> Any:
 async def locate_checkpoint(
     app: str, node_id: str, model: str, source: str, layout: str
 ) -> CheckpointLocation:
-    """Ask this node's store where the model is (``CheckpointStore.locate``); the source
+    """Ask this node's store where the model is (``CheckpointStore.locate``, which
+    prepares nothing: the caller may not load, see ``prepare_checkpoint``); the source
     when there is no store, or it does not answer in time (restarting after a crash): a
     replica never fails for it."""
     try:
         return await asyncio.wait_for(
-            _store(app, node_id).locate.remote(model, source, layout), LOCATE_TIMEOUT_S
+            _store(app, node_id).locate.remote(model, source, layout, prepare=False), LOCATE_TIMEOUT_S
         )
     except (ValueError, TimeoutError, ray.exceptions.RayError) as exc:
         logger.warning(

@@ -138,14 +138,20 @@ class CheckpointStore:
             if PARTIAL not in p.name and (rank_dir(p) / INDEX_FILE).exists()
         }
 
-    def locate(self, model: str, source: str, layout: str | None = None) -> CheckpointLocation:
+    def locate(
+        self, model: str, source: str, layout: str | None = None, prepare: bool = True
+    ) -> CheckpointLocation:
         """The fastest tier holding the model now and the load format's
-        ``model_loader_extra_config`` naming its copies (``store_loader``); starts
-        preparing it in the background when what the engine would best load is not in
-        DRAM yet."""
+        ``model_loader_extra_config`` naming its copies (``store_loader``); with
+        ``prepare``, starts preparing it in the background when what the engine would best
+        load is not in DRAM yet. A caller that may not load at all (a replica asking
+        before it knows whether its host holds a sleeping engine) passes ``prepare=False``
+        and calls ``prepare`` once it did load: an evicted checkpoint is not brought back
+        into DRAM for nothing."""
         key = checkpoint_key(model, source)
         if key not in self._dram and not self._on_disk(key):
-            self._start_prepare(model, source, layout)
+            if prepare:
+                self._start_prepare(model, source, layout)
             return CheckpointLocation(SOURCE)
         weights = {"checkpoint": str(self._disk_dir(key))}
         best = key
@@ -160,7 +166,8 @@ class CheckpointStore:
         # A DRAM copy of a disk copy that was replaced since is not handed out: ``prepare``
         # replaces it.
         if self._dram.get(best, self._disk_dir(best)) is None:
-            self._start_prepare(model, source, layout)
+            if prepare:
+                self._start_prepare(model, source, layout)
             return CheckpointLocation(DISK, weights)
         weights["dram_dir" if best == key else "layout_dram_dir"] = str(self._dram.folder(best))
         return CheckpointLocation(DRAM, weights)

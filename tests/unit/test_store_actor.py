@@ -34,6 +34,28 @@ def new_store(tmp_path: Path, dram_bytes: int = 1 << 20) -> CheckpointStore:
     return CheckpointStore(APP, NODE, str(tmp_path / "disk"), str(tmp_path / "shm"), dram_bytes, {NODE})
 
 
+def test_a_locate_without_prepare_leaves_the_tiers_alone(tmp_path: Path) -> None:
+    """The replica's locate beside its host claim may be for a start that wakes a sleeping
+    engine: it must not convert the model or bring an evicted copy back into DRAM."""
+    source = str(hf_folder(tmp_path / "src"))
+
+    async def scenario() -> None:
+        store = new_store(tmp_path)
+        assert store.locate("m", source, prepare=False) == CheckpointLocation(SOURCE)
+        await asyncio.sleep(0.05)
+        assert store.status()["disk"] == {} and not store._jobs
+        await store.prepare("m", source)
+        store.forget("m", source)  # out of DRAM, still on disk
+        assert store.locate("m", source, prepare=False).tier == DISK
+        await asyncio.sleep(0.05)
+        assert store.locate("m", source, prepare=False).tier == DISK  # still not in DRAM
+        assert store.locate("m", source).tier == DISK  # a caller that loads: preparing starts
+        await store._jobs[checkpoint_key("m", source)]
+        assert store.locate("m", source, prepare=False).tier == DRAM
+
+    asyncio.run(scenario())
+
+
 def test_locate_moves_a_model_up_the_tiers(tmp_path: Path) -> None:
     source = str(hf_folder(tmp_path / "src"))
 
