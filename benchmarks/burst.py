@@ -121,6 +121,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 for n in args.sizes:
                     bodies = [common.completion_body(name, args.max_tokens) for name in names[:n]]
                     server.wait_at_zero(names)
+                    # The last baseline replicas hold vLLM processes that compete for the
+                    # cores until Serve stops them: a burst beside them measures those.
+                    common.wait_baselines_at_zero(base_names)
                     waited = server.wait_pools_settled()
                     requests = [("/v1/completions", b) for b in bodies]
                     results = burst(server, requests, args.timeout_s, phases=server.has_ray)

@@ -541,7 +541,11 @@ class AppConfig(_Strict):
         1024 * 1024, ge=1024, description="Largest request body accepted; beyond it 413."
     )
     engine_hosts_per_node: int = Field(
-        1, ge=0, description="Engine hosts kept prepared (vLLM imported) on each node, ahead of demand."
+        4,
+        ge=0,
+        description="Engine hosts kept ready on each node at least, ahead of demand: forked from the "
+        "node's launcher (vLLM imported once), about 7 MB of unique memory each. After a burst, as "
+        "many as the largest burst of cold starts of the last 10 minutes, within engine_host_memory_bytes.",
     )
     store_prefetch_nodes: int | None = Field(
         None,

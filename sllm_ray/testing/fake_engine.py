@@ -30,6 +30,8 @@ from typing import Any
 from sllm_ray.engine.records import EngineSpec, LoadReport
 from sllm_ray.protocol import SSE_DONE, Endpoint, ResponseHead
 
+# What ``AppConfig.engine_cls`` names to inject this engine.
+FAKE_ENGINE = f"{__name__}:FakeEngine"
 ARGS = (
     "fake_build_s",
     "fake_token_s",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sllm_ray.testing.fake_engine import FAKE_ENGINE
+
 APP = "fake"
 PREFIX = "/fake"
 BASE_URL = f"http://127.0.0.1:8000{PREFIX}"
-FAKE = "sllm_ray.testing.fake_engine:FakeEngine"
+FAKE = FAKE_ENGINE
 FAST = {"keep_alive_s": 1, "look_back_period_s": 2}
 
 

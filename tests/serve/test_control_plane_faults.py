@@ -1,6 +1,7 @@
-"""A control plane that fails alone: the model manager killed (SIGKILL) while streams are
-in flight cuts none of them, and the data path (ingress, model replicas, the node's pool
-and its hosts) keeps serving while Serve restarts the manager."""
+"""A control plane that fails alone: the model manager and the node's checkpoint store
+killed (SIGKILL) while streams are in flight cut none of them, and the data path (ingress,
+model replicas, the node's pool and its hosts) keeps serving, cold starts included, while
+Serve restarts the manager and Ray the store."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import psutil
 from fake_app import APP, fake_model
 from support import wait_for
 
-from sllm_ray.names import MANAGER_NAME
+from sllm_ray.names import MANAGER_NAME, store_name
 
 TOKENS = 60
 
@@ -37,25 +38,40 @@ def _manager_pid() -> int:
     return pid
 
 
-def _pool(admin: httpx.Client) -> dict:
+def _node(admin: httpx.Client) -> dict:
     (node,) = admin.get("/status").json()["nodes"]
-    return node["engine_hosts"]
+    return node
 
 
-def test_the_manager_killed_mid_stream_cuts_no_stream_and_the_data_path_keeps_serving(
+def _pool(admin: httpx.Client) -> dict:
+    return _node(admin)["engine_hosts"]
+
+
+def _store_pid(node_id: str) -> int:
+    from ray.util.state import list_actors
+
+    (actor,) = list_actors(filters=[("name", "=", store_name(APP, node_id)), ("state", "=", "ALIVE")])
+    return actor.pid
+
+
+def test_the_manager_and_the_store_killed_mid_stream_cut_no_stream_and_the_data_path_keeps_serving(
     fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
 ) -> None:
     steady = fake_model("steady", tiny_model_dir, autoscaling={"keep_alive_s": 300})
     steady["engine_kwargs"] = {"fake_token_s": 0.05}  # 60 tokens: 3 s a stream
     assert fake_admin.post("/v1/admin/models", json=steady).status_code == 201
+    assert fake_admin.post("/v1/admin/models", json=fake_model("later", tiny_model_dir)).status_code == 201
     assert _stream_text(fake_client, "steady", 2) == "tok0 tok1"
     launcher_before = _pool(fake_admin)["launcher"]["pid"]
-    manager = _manager_pid()
+    manager, store = _manager_pid(), _store_pid(_node(fake_admin)["node_id"])
     whole = " ".join(f"tok{i}" for i in range(TOKENS))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         streams = [pool.submit(_stream_text, fake_client, "steady", TOKENS) for _ in range(8)]
         time.sleep(1.0)  # every stream under way
         os.kill(manager, signal.SIGKILL)
+        os.kill(store, signal.SIGKILL)
+        # A cold start while the store is down: its weights come from the source.
+        assert _stream_text(fake_client, "later", 2) == "tok0 tok1"
         # Meanwhile a known model answers, and an admin call is a 503 with Retry-After (or,
         # once Serve has the manager back, an answer): neither hangs nor is a 500.
         assert _stream_text(fake_client, "steady", 2) == "tok0 tok1"
@@ -70,4 +86,6 @@ def test_the_manager_killed_mid_stream_cuts_no_stream_and_the_data_path_keeps_se
     # The data path was not restarted: the node's pool (and so its launcher) is the one from before.
     assert _pool(fake_admin)["launcher"]["pid"] == launcher_before
     assert _manager_pid() != manager
-    assert fake_admin.delete("/v1/admin/models/steady").status_code == 200
+    wait_for(lambda: _store_pid(_node(fake_admin)["node_id"]) != store, 30, "Ray to restart the store")
+    for name in ("steady", "later"):
+        assert fake_admin.delete(f"/v1/admin/models/{name}").status_code == 200

@@ -16,38 +16,38 @@ from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.host_pool import MAX_READY, HostPool, Sizing
 from sllm_ray.engine.records import EngineSpec, HostLease
 from sllm_ray.protocol import Endpoint, ResponseHead
+from sllm_ray.testing.fake_engine import FAKE_ENGINE
 
-FAKE = "sllm_ray.testing.fake_engine:FakeEngine"
 
-
-def test_ready_hosts_follow_recent_cold_starts_within_the_memory_budget() -> None:
+def test_ready_hosts_follow_the_largest_recent_burst_within_the_memory_budget() -> None:
     sizing = Sizing(min_ready=1, memory_bytes=10 * 2**20)
     assert sizing.target(0.0, 2**20) == 1
     for t in range(4):
         sizing.cold_claim(float(t))
     assert sizing.target(4.0, 2**20) == 4
     assert sizing.target(4.0, 4 * 2**20) == 2  # the budget holds two such hosts
-    assert sizing.target(100.0, 2**20) == 1  # the burst is out of the window
+    assert sizing.target(100.0, 2**20) == 4  # a quiet minute later: ready for such a burst again
+    assert sizing.target(700.0, 2**20) == 1  # the burst is out of memory
     for t in range(40):
-        sizing.cold_claim(200.0 + t)
-    assert sizing.target(240.0, 1) == MAX_READY
+        sizing.cold_claim(800.0 + t)
+    assert sizing.target(840.0, 1) == MAX_READY
     assert Sizing(min_ready=0, memory_bytes=0).target(0.0, 2**20) == 0
 
 
-def test_idle_replica_workers_follow_recent_cold_starts() -> None:
+def test_idle_replica_workers_follow_the_largest_recent_burst() -> None:
     sizing = Sizing(min_ready=1, memory_bytes=0)  # no budget for hosts: workers are apart
     assert sizing.workers_target(0.0, min_workers=1) == 1
     for t in range(3):
         sizing.cold_claim(float(t))
     assert sizing.workers_target(3.0, min_workers=1) == 3
-    # Minutes later the hosts follow the rate again; the workers still expect such a burst.
-    assert sizing.recent(100.0) == 0
-    assert sizing.workers_target(100.0, min_workers=1) == 3
     assert sizing.workers_target(100.0, min_workers=5) == 5
-    assert sizing.workers_target(700.0, min_workers=1) == 1
+    # Cold starts one a minute are no burst.
+    for t in range(5):
+        sizing.cold_claim(700.0 + 61 * t)
+    assert sizing.workers_target(700.0 + 61 * 4, min_workers=1) == 1
     for t in range(40):
-        sizing.cold_claim(800.0 + t)
-    assert sizing.workers_target(840.0, min_workers=0) == MAX_READY
+        sizing.cold_claim(1200.0 + t)
+    assert sizing.workers_target(1240.0, min_workers=0) == MAX_READY
 
 
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
@@ -102,7 +102,7 @@ def _run(scenario: Callable[[HostPool], Awaitable[None]], **settings: Any) -> No
             "min_workers": 1,
             "sleep_limit": 2,
             "memory_bytes": 2**30,
-            "engine_cls": FAKE,
+            "engine_cls": FAKE_ENGINE,
         } | settings
         pool = HostPool("app", "node", **options)
         try:

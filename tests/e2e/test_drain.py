@@ -4,6 +4,8 @@ that bound with an error event that says so, and the process exits 0.
 
 A real ``serve run`` in a Ray instance of its own (a subprocess: it is how containers stop
 the app), with the fake engine, whose streaming path through the ingress is the real one.
+In the end-to-end suite, not the Serve-level one: it starts a whole second Ray instance
+(about 40 s on 2 cores, most of ``make test-fast``'s budget).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fake_app import FAKE, fake_model
+from support import model_body
+
+from sllm_ray.testing.fake_engine import FAKE_ENGINE
 
 STREAMS = 4
 TOKENS = 16
@@ -55,8 +59,13 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     dram = Path("/dev/shm") / f"sllm_ray_drain_test_{os.getpid()}"
-    model = fake_model("drained", tiny_model_dir, autoscaling={"min_replicas": 1})
-    model["engine_kwargs"]["fake_token_s"] = TOKEN_S
+    model = model_body(
+        "drained",
+        tiny_model_dir,
+        {"max_model_len": 512, "fake_token_s": TOKEN_S},
+        resources={"num_cpus": 0.25},
+        autoscaling={"min_replicas": 1},
+    )
     config = {
         "http_options": {"host": "127.0.0.1", "port": 8000},  # the environment's port wins
         "applications": [
@@ -64,7 +73,7 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
                 "name": "drained",
                 "route_prefix": "/",
                 "import_path": "sllm_ray.builder:build_app",
-                "args": {"engine_cls": FAKE, "models": [model], "replica_workers_per_node": 0},
+                "args": {"engine_cls": FAKE_ENGINE, "models": [model], "replica_workers_per_node": 0},
             }
         ],
     }
