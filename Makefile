@@ -64,7 +64,7 @@ test: setup sllm-cli
 	$(VENV)/bin/pytest -v -rs tests/cluster  # its own session: a process joins one Ray cluster
 
 test-fast: setup
-	$(VENV)/bin/pytest -q -rs tests/unit tests/serve  # no vLLM engine: the fake one
+	SLLM_TEST_FUZZ_EXAMPLES=50 $(VENV)/bin/pytest -q -rs tests/unit tests/serve  # no vLLM engine: the fake one
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit

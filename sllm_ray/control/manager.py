@@ -76,6 +76,11 @@ NODE_SYNC_S = 5.0
 POOL_REPORT_S = 2.0
 # A replica's start error is kept (and sent to clients) up to this length.
 MAX_ERROR_CHARS = 4000
+# A deleted model's application is gone once its replicas stopped (their requests in flight
+# finish within the deployment's graceful shutdown timeout, 30 s): how often to look, and
+# for how long at most (Serve's own bound).
+DELETE_POLL_S = 0.1
+DELETE_WAIT_S = 60.0
 # Serve applies a deploy in its next control-loop pass, so a status read this soon after
 # one may still show the previous version's DEPLOY_FAILED. Serve gives up only after
 # several failed replica starts (seconds), so waiting this long delays no real failure.
@@ -372,7 +377,13 @@ class ModelManager:
         """Delete a model's application; ``wait``: until its replicas are gone (in-flight
         requests finish first, within the graceful shutdown timeout)."""
         async with self._serve_lock:
-            await asyncio.to_thread(serve.delete, app_name, _blocking=wait)
+            await asyncio.to_thread(serve.delete, app_name, _blocking=False)
+            # Serve's own wait looks once a second: a DELETE took a second more than it had to.
+            deadline = time.monotonic() + DELETE_WAIT_S
+            while wait and app_name in (await asyncio.to_thread(serve.status)).applications:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"application {app_name} was not deleted within {DELETE_WAIT_S:.0f} s")
+                await asyncio.sleep(DELETE_POLL_S)
         logger.info("removed model application %s", app_name)
 
     async def _reconcile(self) -> None:

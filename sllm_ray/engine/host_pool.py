@@ -48,10 +48,13 @@ logger = logging.getLogger(__name__)
 # they are turned away for this long.
 FORGET_S = 60.0
 # Cold starts within this window are one burst; a node keeps hosts and replica workers
-# for the largest burst of the longer one. Ten minutes, not one: a burst after a quiet
-# minute that found one ready host forked the others on the spot, each claim then waiting
-# 1 to 1.5 s for its host on 2 cores (benchmarks/burst.py, N = 4).
-BURST_S = 60.0
+# for the largest burst of the longer one. Ten seconds, not a minute: cold starts spread
+# over a minute find the hosts and workers replaced in between, and counting them as one
+# burst had a node start 14 replica workers (2 CPU-seconds each) after a replayed trace.
+# Ten minutes, not one: a burst after a quiet minute that found one ready host forked the
+# others on the spot, each claim then waiting 1 to 1.5 s for its host on 2 cores
+# (benchmarks/burst.py, N = 4).
+BURST_S = 10.0
 BURST_MEMORY_S = 600.0
 # At most this many ready hosts per node, whatever the rate and the budget.
 MAX_READY = 16

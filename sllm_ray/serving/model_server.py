@@ -61,6 +61,7 @@ ENGINE_LOST_RETRY_S = 2
 MAX_REPLACEMENTS = 3
 REPLACEMENT_WINDOW_S = 60.0
 HEALTH_CHECK_PERIOD_S = 2.0
+GRACEFUL_SHUTDOWN_LOOP_S = 0.2
 
 # Ray's label naming each node by its id.
 NODE_ID_LABEL = "ray.io/node-id"
@@ -440,6 +441,10 @@ def build_model_deployment(
         health_check_timeout_s=30,
         # Bounds how long in-flight requests may finish when a model is deleted.
         graceful_shutdown_timeout_s=30,
+        # A leaving replica (scale to zero, deletion, redeploy) looks for requests still in
+        # flight this often, Serve's first look included: 2 s by default, which every
+        # DELETE and every scale to zero waited (and a hot start, for the engine to sleep).
+        graceful_shutdown_wait_loop_s=GRACEFUL_SHUTDOWN_LOOP_S,
         **ray_compat.VERSIONED_DEPLOYMENT_OPTIONS,
     )
     return deployment.bind(owner_app, config)

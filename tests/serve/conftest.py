@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_app import APP, BASE_URL, FAKE, PREFIX, fake_model
+from support import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +39,10 @@ def fake_app(ray_session: None, tiny_model_dir: Path, fake_data_dir: Path) -> It
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     serve.run(build_app(config), name=APP, route_prefix=PREFIX)
     yield BASE_URL
-    for name in [n for n in serve.status().applications if n == APP or n.startswith(model_app_prefix(APP))]:
-        serve.delete(name)
+    names = [n for n in serve.status().applications if n == APP or n.startswith(model_app_prefix(APP))]
+    for name in names:  # all at once: each waits seconds for its replicas to stop
+        serve.delete(name, _blocking=False)
+    wait_for(lambda: not set(names) & set(serve.status().applications), 60, "the apps to be deleted")
 
 
 @pytest.fixture(scope="session")

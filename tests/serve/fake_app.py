@@ -10,7 +10,7 @@ APP = "fake"
 PREFIX = "/fake"
 BASE_URL = f"http://127.0.0.1:8000{PREFIX}"
 FAKE = FAKE_ENGINE
-FAST = {"keep_alive_s": 1, "look_back_period_s": 2}
+FAST = {"keep_alive_s": 1, "look_back_period_s": 1}
 
 
 def fake_model(name: str, model_dir: Path, **settings: object) -> dict:

@@ -17,7 +17,7 @@ import psutil
 from fake_app import APP, fake_model
 from support import wait_for
 
-from sllm_ray.names import MANAGER_NAME, store_name
+from sllm_ray.names import MANAGER_NAME, named_actor, store_name
 
 TOKENS = 60
 
@@ -48,10 +48,12 @@ def _pool(admin: httpx.Client) -> dict:
 
 
 def _store_pid(node_id: str) -> int:
-    from ray.util.state import list_actors
+    """The process of the node's checkpoint store (asked of the actor: Ray's state API needs
+    the dashboard, which the test session does not start)."""
+    import ray
 
-    (actor,) = list_actors(filters=[("name", "=", store_name(APP, node_id)), ("state", "=", "ALIVE")])
-    return actor.pid
+    store = named_actor(store_name(APP, node_id))
+    return ray.get(store.__ray_call__.remote(lambda _: os.getpid()), timeout=10)
 
 
 def test_the_manager_and_the_store_killed_mid_stream_cut_no_stream_and_the_data_path_keeps_serving(
@@ -86,6 +88,13 @@ def test_the_manager_and_the_store_killed_mid_stream_cut_no_stream_and_the_data_
     # The data path was not restarted: the node's pool (and so its launcher) is the one from before.
     assert _pool(fake_admin)["launcher"]["pid"] == launcher_before
     assert _manager_pid() != manager
-    wait_for(lambda: _store_pid(_node(fake_admin)["node_id"]) != store, 30, "Ray to restart the store")
+
+    def restarted() -> bool:
+        try:
+            return _store_pid(_node(fake_admin)["node_id"]) != store
+        except Exception:  # still restarting
+            return False
+
+    wait_for(restarted, 30, "Ray to restart the store")
     for name in ("steady", "later"):
         assert fake_admin.delete(f"/v1/admin/models/{name}").status_code == 200

@@ -6,6 +6,7 @@ shape, and a normal chat answers afterwards."""
 from __future__ import annotations
 
 import json
+import os
 import string
 from typing import Any
 
@@ -15,6 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 HI = [{"role": "user", "content": "hi"}]
+# Requests per run: `make test` sends 200; `make test-fast`, the quick loop, fewer.
+FUZZ_EXAMPLES = int(os.environ.get("SLLM_TEST_FUZZ_EXAMPLES", "200"))
 # Every route; admin routes that change things name models that do not exist, so the
 # fuzzing changes nothing the other tests use (a random body never makes a valid config).
 ROUTES = (
@@ -109,7 +112,7 @@ def test_random_requests_on_every_route_get_no_5xx_and_openai_errors(
     fake_admin: httpx.Client, fake_client: openai.OpenAI
 ) -> None:
     @settings(
-        max_examples=200,
+        max_examples=FUZZ_EXAMPLES,
         deadline=None,
         database=None,  # nothing written into the checkout
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

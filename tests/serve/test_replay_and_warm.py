@@ -27,7 +27,7 @@ def test_a_warm_up_starts_replicas_holds_them_then_scales_to_zero(
     assert fake_admin.post("/v1/admin/models", json=body).status_code == 201
     assert fake_admin.post("/v1/admin/models/warmup/warm", json={"replicas": 2}).status_code == 422
     assert fake_admin.post("/v1/admin/models/nope/warm", json={}).status_code == 404
-    reply = fake_admin.post("/v1/admin/models/warmup/warm", json={"replicas": 1, "for_s": 8})
+    reply = fake_admin.post("/v1/admin/models/warmup/warm", json={"replicas": 1, "for_s": 5})
     assert reply.status_code == 200, reply.text
     held_until = reply.json()["until"]
     wait_for(lambda: _running(fake_admin, "warmup") == 1, 60, "the warm-up's replica")
@@ -47,8 +47,8 @@ def test_replay_of_a_generated_trace_reports_cold_and_warm_requests(
 ) -> None:
     argv = ["--url", BASE_URL, "replay", "--generate", "--models", "2", "--duration", "40", "--seed", "1"]
     argv += ["--source", str(tiny_model_dir), "--engine-arg", "max_model_len=512"]
-    # 15 requests in 40 s of trace, replayed in 10 s
-    argv += ["--requests-per-model-hour", "1200", "--speed", "4", "--keep-alive", "1", "--json"]
+    # 15 requests in 40 s of trace, replayed in 5 s
+    argv += ["--requests-per-model-hour", "1200", "--speed", "8", "--keep-alive", "1", "--json"]
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     overall = result["overall"]
@@ -61,3 +61,5 @@ def test_replay_of_a_generated_trace_reports_cold_and_warm_requests(
     assert overall["replica_seconds"] > 0
     assert set(result["models"]) == {"replay-0", "replay-1"}
     assert sum(m["requests"] for m in result["models"].values()) == overall["requests"]
+    for name in result["models"]:  # their engines would otherwise sleep here: the node's limit
+        assert httpx.delete(f"{BASE_URL}/v1/admin/models/{name}", timeout=60).status_code == 200

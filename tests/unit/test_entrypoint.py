@@ -145,6 +145,7 @@ def test_health_is_the_readiness_route(stubs: Path, ready_server: http.server.HT
     done, _ = run(stubs, "health", SLLM_RAY_HTTP_PORT=port)
     assert done.returncode == 1 and "503" in done.stderr
     ready_server.shutdown()
+    ready_server.server_close()  # refused at once, not a connection left to its 5 s timeout
     assert run(stubs, "health", SLLM_RAY_HTTP_PORT=port)[0].returncode == 1
 
 

@@ -29,8 +29,8 @@ def test_ready_hosts_follow_the_largest_recent_burst_within_the_memory_budget() 
     assert sizing.target(100.0, 2**20) == 4  # a quiet minute later: ready for such a burst again
     assert sizing.target(700.0, 2**20) == 1  # the burst is out of memory
     for t in range(40):
-        sizing.cold_claim(800.0 + t)
-    assert sizing.target(840.0, 1) == MAX_READY
+        sizing.cold_claim(800.0 + t / 10)
+    assert sizing.target(804.0, 1) == MAX_READY
     assert Sizing(min_ready=0, memory_bytes=0).target(0.0, 2**20) == 0
 
 
@@ -41,13 +41,13 @@ def test_idle_replica_workers_follow_the_largest_recent_burst() -> None:
         sizing.cold_claim(float(t))
     assert sizing.workers_target(3.0, min_workers=1) == 3
     assert sizing.workers_target(100.0, min_workers=5) == 5
-    # Cold starts one a minute are no burst.
+    # Cold starts 11 s apart are no burst: each finds the workers replaced.
     for t in range(5):
-        sizing.cold_claim(700.0 + 61 * t)
-    assert sizing.workers_target(700.0 + 61 * 4, min_workers=1) == 1
+        sizing.cold_claim(700.0 + 11 * t)
+    assert sizing.workers_target(700.0 + 11 * 4, min_workers=1) == 1
     for t in range(40):
-        sizing.cold_claim(1200.0 + t)
-    assert sizing.workers_target(1240.0, min_workers=0) == MAX_READY
+        sizing.cold_claim(1200.0 + t / 10)
+    assert sizing.workers_target(1204.0, min_workers=0) == MAX_READY
 
 
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
