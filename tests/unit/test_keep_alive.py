@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
-from sllm_ray.control.keep_alive import FIXED, HISTOGRAM, IdleHistogram, Windows
+from sllm_ray.control.keep_alive import BUDGET_FACTOR, BUDGETED, FIXED, HISTOGRAM, IdleHistogram, Windows
 from sllm_ray.engine.sleepers import Sleepers
 
 
@@ -50,6 +51,24 @@ def test_frequent_poisson_arrivals_stay_loaded_from_the_request_on() -> None:
     assert windows.source == HISTOGRAM and windows.prewarm_s == 0.0
     # Up to the bin holding the 99th percentile (about 138 s for a 30 s mean), plus 10 %.
     assert 120 * 1.1 <= windows.keep_alive_s <= 240 * 1.1
+
+
+def test_a_bursty_model_gets_the_fewest_cold_starts_its_budget_affords() -> None:
+    # Each burst: 10 requests 10 s apart, 10 more 6 minutes apart, then 2 or 3 hours idle.
+    # The paper's tail (the 99th percentile) would keep the replica for hours each time;
+    # the fixed 300 s keep-alive misses every 6-minute gap.
+    times, at = [], 0.0
+    for burst in range(40):
+        for gap in [10.0] * 10 + [360.0] * 10:
+            at += gap
+            times.append(at)
+        at += 2 * 3600.0 if burst % 2 else 3 * 3600.0
+    windows = observed(times).windows(300.0)
+    assert windows.source == BUDGETED and windows.prewarm_s == 0.0
+    assert 360.0 < windows.keep_alive_s < 2 * 3600.0  # the 6-minute gaps warm, the hours not
+    idle = [b - a for a, b in itertools.pairwise(times)]
+    held = sum(min(t, windows.keep_alive_s) for t in idle)
+    assert held <= BUDGET_FACTOR * sum(min(t, 300.0) for t in idle)
 
 
 def test_sleepers_evict_the_least_recently_used_and_wake_the_newest_of_a_fingerprint() -> None:

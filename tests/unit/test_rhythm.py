@@ -26,8 +26,8 @@ def test_a_hold_raises_min_replicas_until_it_ends() -> None:
 
 
 def test_an_adaptive_periodic_model_goes_at_once_and_is_prewarmed_once_per_idle_period() -> None:
-    rhythm, config = Rhythm(), model(keep_alive="adaptive", keep_alive_s=30)
-    assert rhythm.serve_config(config, 0.0).autoscaling.keep_alive_s == 30  # no idle times yet
+    rhythm, config = Rhythm(), model(keep_alive="adaptive", keep_alive_s=300)
+    assert rhythm.serve_config(config, 0.0).autoscaling.keep_alive_s == 300  # no idle times yet
     for i in range(12):
         rhythm.observe("m", 600.0 * i, bin_s=60.0)
     last = 600.0 * 11

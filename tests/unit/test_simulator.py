@@ -34,8 +34,10 @@ CAL = Calibration(
 ARRIVALS = [0.0, 5.0, 30.0, 100.0]
 
 
-def run(policy: str, arrivals: list[float] = ARRIVALS, gpus: int = 1, models: int = 1) -> Result:
-    cluster = Cluster(nodes=1, gpus_per_node=gpus, keep_alive_s=10.0)
+def run(
+    policy: str, arrivals: list[float] = ARRIVALS, gpus: int = 1, models: int = 1, keep_alive_s: float = 10.0
+) -> Result:
+    cluster = Cluster(nodes=1, gpus_per_node=gpus, keep_alive_s=keep_alive_s)
     names = [f"m{i}" for i in range(models)]
     sim = Simulation(policies(2)[policy], cluster, CAL, {n: SIZE for n in names})
     requests = [Request(at, names[i % models], 10, 10) for i, at in enumerate(arrivals)]
@@ -71,15 +73,19 @@ def test_ray_serve_llm_starts_every_replica_from_the_source() -> None:
 
 def test_adaptive_keep_alive_prewarms_a_periodic_model() -> None:
     periodic = [600.0 * i for i in range(40)]
-    fixed, adaptive = run("sllm_ray", periodic), run("sllm_ray_adaptive", periodic)
-    assert fixed.waited == 40  # 10 s keep-alive, a request every 10 minutes: every one waits
-    # Disk start at 0, then hot starts: 11.2 s loaded each (the last cut at the end, 10 s).
-    assert fixed.gpu_seconds == pytest.approx(13.6 + 38 * 11.2 + 10)
+    fixed = run("sllm_ray", periodic, keep_alive_s=300.0)
+    adaptive = run("sllm_ray_adaptive", periodic, keep_alive_s=300.0)
+    assert fixed.waited == 40  # 300 s keep-alive, a request every 10 minutes: every one waits
+    # Disk start at 0, then hot starts: 301.2 s loaded each (the last cut at the end, 10 s).
+    assert fixed.gpu_seconds == pytest.approx(303.6 + 38 * 301.2 + 10)
     # After the 10 idle times the histogram needs (the 11th request), each request finds its
     # replica pre-warmed: unloaded at once (the 11th held 1.2 s), loaded 540 s after each
     # request's end until the next request's (58.9 s after the 11th, then 60 s each).
     assert adaptive.waited == 11
-    assert adaptive.gpu_seconds == pytest.approx(13.6 + 9 * 11.2 + 1.2 + 58.9 + 28 * 60)
+    assert adaptive.gpu_seconds == pytest.approx(303.6 + 9 * 301.2 + 1.2 + 58.9 + 28 * 60)
+    # With a 10 s keep-alive those windows would hold the replica 9x as long as the fixed
+    # one over its idle times, beyond the budget (keep_alive.BUDGET_FACTOR): fixed it stays.
+    assert run("sllm_ray_adaptive", periodic).waited == 40
 
 
 def test_a_request_no_gpu_can_take_is_rejected() -> None:
