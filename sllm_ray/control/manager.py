@@ -131,6 +131,11 @@ def _steerable(config: ModelConfig) -> bool:
     return config.autoscaling.max_replicas == 1 and engine_workers(config.engine_kwargs) == 1
 
 
+def _preference(config: ModelConfig, estimates: list[Estimate]) -> str | None:
+    """The node a model's replicas are steered to: the best estimate's, when it can be."""
+    return estimates[0].node_id if estimates and _steerable(config) else None
+
+
 def _node_shapes() -> list[dict[str, float]]:
     """Ray resource totals of every alive node and of every node type the cluster's
     autoscaler may add (when it publishes its config: ``ray up``, KubeRay)."""
@@ -324,16 +329,22 @@ class ModelManager:
         may have none (scale to zero) or some that cannot be placed yet, and an admin call
         must not wait on either."""
         engine = self._rhythm.serve_config(self._engine_config(config), time.time())
+        previous = self._deployed.get(config.model)
         self._failures.begin(config.model, engine.engine_fingerprint())
         self._deployed[config.model] = engine
         self._deployed_at[config.model] = time.monotonic()
         self._nodes.prepare(engine)
-        await self._run_app(engine, self._nodes.placement(engine))
+        estimates = self._nodes.placement(engine)
+        if previous is not None and previous.engine_fingerprint() == engine.engine_fingerprint():
+            # The same engine: Serve updates its replicas in place unless their options
+            # change, and a node preference is one; a new one waits for zero (``_steer``).
+            preferred = self._preferred.get(config.model)
+        else:
+            preferred = _preference(engine, estimates)
+        await self._run_app(engine, preferred, estimates)
 
-    async def _run_app(self, config: ModelConfig, estimates: list[Estimate]) -> None:
-        """``serve.run`` the model's application, its replicas steered to the best of
-        ``estimates`` when the model can be steered."""
-        preferred = estimates[0].node_id if estimates and _steerable(config) else None
+    async def _run_app(self, config: ModelConfig, preferred: str | None, estimates: list[Estimate]) -> None:
+        """``serve.run`` the model's application, its replicas steered to ``preferred``."""
         app = build_model_deployment(config, self._owner, preferred)
         target = serve.RunTarget(app, name=self._app(config.model), route_prefix=None)
         async with self._serve_lock:
@@ -356,22 +367,25 @@ class ModelManager:
             if (
                 engine is None  # not deployed (yet), or being deleted
                 or self._failures.get(record.name) is not None  # its application is (being) removed
-                or not _steerable(engine)
                 or self._replicas(apps, record)
             ):
                 continue
             estimates = self._nodes.placement(engine)
-            if not estimates or estimates[0].node_id == self._preferred.get(record.name):
-                continue
-            best = estimates[0]
-            logger.info(
-                "placement: next replica of %s on node %s (%s, about %.2f s to ready)",
-                record.name,
-                best.node_id,
-                best.tier,
-                best.seconds,
-            )
-            await self._run_app(engine, estimates)
+            preferred = _preference(engine, estimates)
+            if preferred == self._preferred.get(record.name) or (preferred is None and _steerable(engine)):
+                continue  # where it is, or no node known yet
+            if preferred is None:
+                logger.info("placement: replicas of %s no longer steered (more than one)", record.name)
+            else:
+                best = estimates[0]
+                logger.info(
+                    "placement: next replica of %s on node %s (%s, about %.2f s to ready)",
+                    record.name,
+                    best.node_id,
+                    best.tier,
+                    best.seconds,
+                )
+            await self._run_app(engine, preferred, estimates)
 
     async def _delete_app(self, app_name: str, wait: bool = True) -> None:
         """Delete a model's application; ``wait``: until its replicas are gone (in-flight

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from support import model_body
+from support import model_body, wait_for
 
 from sllm_ray.testing.fake_engine import FAKE_ENGINE
 
@@ -123,9 +123,15 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path: Path, tiny_model_dir: Pat
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
 
-        # Within the ingress's next poll (1 s) new requests are refused and /ready is 503.
-        time.sleep(2.0)
-        refused = httpx.post(f"{url}/v1/completions", json={"model": "drained", "prompt": "x"}, timeout=10)
+        # Within the ingress's next poll (1 s; more on the loaded 2-core machine) new
+        # requests are refused and /ready is 503.
+        probe = {"model": "drained", "prompt": "x", "max_tokens": 1}
+
+        def refused_now() -> httpx.Response | None:
+            reply = httpx.post(f"{url}/v1/completions", json=probe, timeout=10)
+            return reply if reply.status_code != 200 else None
+
+        refused = wait_for(refused_now, 8, "new requests to be refused", interval_s=0.25)
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"] == "5"
         assert "draining" in refused.json()["error"]["message"]
