@@ -367,6 +367,8 @@ class ModelManager:
             if (
                 engine is None  # not deployed (yet), or being deleted
                 or self._failures.get(record.name) is not None  # its application is (being) removed
+                # Not steered, and rightly: no estimate to make.
+                or (not _steerable(engine) and self._preferred.get(record.name) is None)
                 or self._replicas(apps, record)
             ):
                 continue
