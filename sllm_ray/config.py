@@ -548,6 +548,13 @@ class AppConfig(_Strict):
         "node's launcher (vLLM imported once), about 7 MB of unique memory each. After a burst, as "
         "many as the largest burst of cold starts of the last 10 minutes, within engine_host_memory_bytes.",
     )
+    engine_builds_per_node: int | None = Field(
+        None,
+        ge=0,
+        description="Engine builds a node runs at once; the others wait for a slot (default: one per "
+        "CPU of the node; 0: no limit). Builds are CPU and memory-bandwidth bound: four at once on two "
+        "cores each took 5 to 6 times as long as one alone, so all finished late.",
+    )
     store_prefetch_nodes: int | None = Field(
         None,
         ge=1,

@@ -107,6 +107,7 @@ class NodeServices:
                 config.engine_sleepers_per_node,
                 config.engine_host_memory_bytes,
                 config.engine_cls,
+                config.engine_builds_per_node,
             )
         )
         store = (

@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from sllm_ray.engine.build_gate import BuildGate
 from sllm_ray.engine.channel import ChannelServer
 from sllm_ray.engine.interface import Engine
 from sllm_ray.engine.records import EngineSpec, HostRecord
@@ -47,8 +48,9 @@ def use_devices(device_ids: tuple[str, ...] | list[str]) -> None:
 class EngineHost:
     """One forked process; at most one engine."""
 
-    def __init__(self, host_id: str, address: str, engine_cls: type[Engine]) -> None:
+    def __init__(self, host_id: str, address: str, engine_cls: type[Engine], gate: BuildGate) -> None:
         self._engine_cls = engine_cls
+        self._gate = gate
         self._record = HostRecord(host_id=host_id, pid=os.getpid(), forked_at=time.time())
         self._engine: Engine | None = None
         self._keep_asleep = False
@@ -92,16 +94,18 @@ class EngineHost:
         self._record.keep_asleep = spec.keep_asleep
         self._record.engine_started_at = time.time()
         engine = self._engine_cls.for_host(spec)
-        try:
-            load = await engine.start()
-        except Exception as exc:
-            # The cause goes back to the replica, which names it to the waiting clients.
-            logger.error("engine of %s could not be built: %s: %s", spec.model, type(exc).__name__, exc)
-            engine.shutdown()
-            raise
+        async with self._gate.slot() as waited:
+            self._record.engine_started_at = time.time()  # the build itself begins
+            try:
+                load = await engine.start()
+            except Exception as exc:
+                # The cause goes back to the replica, which names it to the waiting clients.
+                logger.error("engine of %s could not be built: %s: %s", spec.model, type(exc).__name__, exc)
+                engine.shutdown()
+                raise
         self._engine = engine
         self._record.engine_ready_at = time.time()
-        self._record.phases = dict(engine.phases)
+        self._record.phases = {"build_slot_wait_s": waited, **engine.phases}
         self._record.load = load
         if load is not None:
             self._record.phases["weights_s"] = load.seconds
@@ -132,9 +136,9 @@ class EngineHost:
             self._engine = None
 
 
-async def serve_host(host_id: str, address: str, engine_cls: type[Engine]) -> None:
+async def serve_host(host_id: str, address: str, engine_cls: type[Engine], gate: BuildGate) -> None:
     """Run a host until it is told to exit (the body of a forked process)."""
-    host = EngineHost(host_id, address, engine_cls)
+    host = EngineHost(host_id, address, engine_cls, gate)
     try:
         await host.done.wait()
         await asyncio.sleep(0.01)  # the reply to ``exit`` leaves first

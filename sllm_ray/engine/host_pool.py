@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from sllm_ray.engine.build_gate import BuildGate
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.launcher import Launcher, LauncherError
 from sllm_ray.engine.process_exit import wait_exit
@@ -78,6 +79,12 @@ HOST_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 def host_env() -> dict[str, str]:
     """The environment the launcher adds to the node's."""
     return {**{k: os.environ.get(k, v) for k, v in HOST_ENV_DEFAULTS.items()}, **HOST_ENV}
+
+
+def node_build_slots(configured: int | None) -> int:
+    """Engine builds a node runs at once: as configured, else one per CPU this process
+    may run on."""
+    return configured if configured is not None else len(os.sched_getaffinity(0))
 
 
 READY, SERVING, ASLEEP, EXITING = "ready", "serving", "asleep", "exiting"
@@ -141,6 +148,7 @@ class HostPool:
         sleep_limit: int,
         memory_bytes: int,
         engine_cls: str,
+        build_slots: int | None = None,
     ) -> None:
         configure_logging()
         self._app = app
@@ -160,7 +168,8 @@ class HostPool:
         self.slow_claims = 0
         self.hot_claims = 0
         self.evictions = 0
-        self._launcher = Launcher(engine_cls, host_env(), self._host_exited)
+        self._gate = BuildGate(self._run_dir, node_build_slots(build_slots))
+        self._launcher = Launcher(engine_cls, self._gate, host_env(), self._host_exited)
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._start_launcher())
         self._min_workers = min_workers
@@ -377,6 +386,7 @@ class HostPool:
                 "failure": self._launcher.failure,
             },
             "min_ready": self._sizing.min_ready,
+            "build_slots": self._gate.slots,
             "target_ready": self._sizing.target(time.monotonic(), self._host_uss()),
             "free": len(self._ready),
             "serving": sum(h.state == SERVING for h in self._hosts.values()),

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sllm_ray.engine.build_gate import BuildGate
 from sllm_ray.engine.interface import engine_class
 from sllm_ray.log_setup import configure_logging
 
@@ -75,7 +76,7 @@ def _reap(_signum: int, _frame: object) -> None:
         _send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
-def _child(host_id: str, address: str, cls: Any, launcher_pid: int) -> None:
+def _child(host_id: str, address: str, cls: Any, gate: BuildGate, launcher_pid: int) -> None:
     """The forked host: detach from the launcher's pipes and serve until told to exit."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _die_with_parent()
@@ -87,7 +88,7 @@ def _child(host_id: str, address: str, cls: Any, launcher_pid: int) -> None:
 
     code = 0
     try:
-        asyncio.run(serve_host(host_id, address, cls))
+        asyncio.run(serve_host(host_id, address, cls, gate))
     except BaseException:
         logger.exception("engine host %s failed", host_id)
         code = 1
@@ -95,8 +96,9 @@ def _child(host_id: str, address: str, cls: Any, launcher_pid: int) -> None:
         os._exit(code)
 
 
-def main(engine_cls: str) -> None:
-    """The launcher process: prepare, then fork a host per request until stdin closes."""
+def main(engine_cls: str, gate: BuildGate) -> None:
+    """The launcher process: prepare, then fork a host per request until stdin closes;
+    the hosts share ``gate``."""
     _die_with_parent()
     configure_logging()
     started = time.perf_counter()
@@ -123,15 +125,18 @@ def main(engine_cls: str) -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(request["fork"], request["address"], cls, os.getppid())
+            _child(request["fork"], request["address"], cls, gate, os.getppid())
         _send({"forked": request["fork"], "pid": pid})
 
 
 class Launcher:
     """The pool's end: starts the launcher process and asks it for hosts."""
 
-    def __init__(self, engine_cls: str, env: dict[str, str], on_exit: Callable[[int, int], None]) -> None:
+    def __init__(
+        self, engine_cls: str, gate: BuildGate, env: dict[str, str], on_exit: Callable[[int, int], None]
+    ) -> None:
         self._engine_cls = engine_cls
+        self._gate = gate
         self._env = env
         self._on_exit = on_exit
         self._process: asyncio.subprocess.Process | None = None
@@ -153,6 +158,8 @@ class Launcher:
             "-m",
             "sllm_ray.engine.launcher",
             self._engine_cls,
+            self._gate.directory,
+            str(self._gate.slots),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, **self._env},
@@ -210,4 +217,4 @@ class Launcher:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], BuildGate(sys.argv[2], int(sys.argv[3])))

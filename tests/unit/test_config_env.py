@@ -79,6 +79,7 @@ def test_every_field_has_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         "allow_trust_remote_code": "true",
         "max_request_body_bytes": "4096",
         "engine_hosts_per_node": "2",
+        "engine_builds_per_node": "1",
         "store_prefetch_nodes": "1",
         "engine_sleepers_per_node": "0",
         "engine_host_memory_bytes": "1024",

@@ -7,14 +7,17 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sllm_ray.engine.build_gate import BuildGate
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.host_pool import MAX_READY, HostPool, Sizing
-from sllm_ray.engine.records import EngineSpec, HostLease
+from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.protocol import Endpoint, ResponseHead
 from sllm_ray.testing.fake_engine import FAKE_ENGINE
 
@@ -198,3 +201,48 @@ def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> Non
         replica.kill()
 
     _run(scenario, sleep_limit=0)
+
+
+def test_builds_beyond_the_nodes_slots_wait_for_one() -> None:
+    async def scenario(pool: HostPool) -> None:
+        replicas = [Replica() for _ in range(3)]
+        leases = [await pool.claim(f"r{i}", r.process.pid, f"fp{i}") for i, r in enumerate(replicas)]
+        clients = [ChannelClient(lease.address, lease.pid) for lease in leases]
+        specs = [EngineSpec(f"m{i}", "/models/m", {"fake_build_s": 0.3}, f"fp{i}") for i in range(3)]
+        starts = (c.call("start", spec=s.to_json()) for c, s in zip(clients, specs, strict=True))
+        records = [HostRecord.from_json(r) for r in await asyncio.gather(*starts)]
+        spans = sorted((r.engine_started_at or 0, r.engine_ready_at or 0) for r in records)
+        # Two slots: two builds at once, the third after one of them ended.
+        assert spans[1][0] < spans[0][1]
+        assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.02
+        assert max(r.phases["build_slot_wait_s"] for r in records) >= 0.25
+        assert pool.status()["build_slots"] == 2
+        for client in clients:
+            client.close()
+        for replica in replicas:
+            replica.kill()
+
+    _run(scenario, min_ready=3, build_slots=2)
+
+
+def test_a_build_slot_held_by_a_killed_process_is_free_again(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+            str(tmp_path / "build-0.lock"),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+
+    async def main() -> float:
+        gate = BuildGate(str(tmp_path), 1)
+        asyncio.get_running_loop().call_later(0.3, holder.kill)
+        async with gate.slot() as waited:
+            return waited
+
+    assert asyncio.run(main()) >= 0.25
+    holder.wait()
