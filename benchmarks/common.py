@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
 REPO = Path(__file__).resolve().parents[1]
@@ -396,6 +397,7 @@ class Server:
         except TimeoutError:
             log(f"warning: pools not settled after {timeout_s} s: {[p.raw for p in self.pools()]}")
         time.sleep(quiet_s)
+        wait_cpu_quiet()
         return round(time.monotonic() - started, 1)
 
     def wait_dram(self, timeout_s: float = 180) -> None:
@@ -410,6 +412,18 @@ class Server:
             return bool(nodes) and all(s and s["dram"].get("checkpoints") for s in stores)
 
         wait_for(in_dram, timeout_s, "the checkpoint in the stores' DRAM tier", poll_s=0.5)
+
+
+def wait_cpu_quiet(busy_below: float = 0.35, timeout_s: float = 60, sample_s: float = 0.5) -> None:
+    """Wait until this machine's CPUs are mostly idle (busy less than ``busy_below`` of
+    them over ``sample_s``): a baseline's vLLM processes go on exiting, and Ray reaping its
+    workers, for seconds after Serve shows it at zero, and a measurement beside them
+    measures them. On timeout the run goes on, with a warning."""
+    deadline = time.monotonic() + timeout_s
+    while (busy := psutil.cpu_percent(sample_s) / 100) >= busy_below:
+        if time.monotonic() > deadline:
+            log(f"warning: the CPUs still {busy:.0%} busy after {timeout_s} s")
+            return
 
 
 def numbers(text: str) -> list[float | int]:
