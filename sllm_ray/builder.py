@@ -8,6 +8,7 @@ registry (seeded with ``args.models``), so they can be added and removed at run 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ from sllm_ray.control.manager import ModelManager
 from sllm_ray.names import MANAGER_NAME
 
 INGRESS_NAME = "openai-ingress"
+# Two ingress replicas where the node has this many CPUs: one that dies is replaced while
+# the other takes the new requests. On 2 cores a second one took the engines' CPU: warm
+# requests/s during another model's cold start 0.57x to 0.63x of steady with two, 0.83x to
+# 0.9x with one, and that cold start 2.3 to 3.1 s against 1.8 to 1.9 s
+# (benchmarks/warm_throughput.py, one session).
+INGRESS_PAIR_MIN_CPUS = 4
+
+
+def ingress_replicas(config: AppConfig, cpus: int | None = None) -> int:
+    """The ingress deployment's replicas: as configured, else by ``cpus`` (this node's)."""
+    if config.ingress_replicas is not None:
+        return config.ingress_replicas
+    return 2 if (cpus or os.cpu_count() or 1) >= INGRESS_PAIR_MIN_CPUS else 1
 
 
 def data_dir(config: AppConfig, base: Path) -> Path:
@@ -52,7 +66,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     )
     ingress = serve.deployment(OpenAIIngress).options(
         name=INGRESS_NAME,
-        num_replicas=config.ingress_replicas,
+        num_replicas=ingress_replicas(config),
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1024,
     )

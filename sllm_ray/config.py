@@ -520,7 +520,12 @@ class AppConfig(_Strict):
         le=3600,
         description="How long a client may take to send its request body before a 408.",
     )
-    ingress_replicas: int = Field(1, ge=1, description="Replicas of the OpenAI ingress deployment.")
+    ingress_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas of the OpenAI ingress deployment (default: 2 where the node that builds "
+        "the app has at least 4 CPUs, so that new requests go on while one is replaced; else 1).",
+    )
     data_dir: str = Field("data", description="Folder for the registry (relative: to the working dir).")
     registry_path: str | None = Field(
         None, description="SQLite registry file (default: <data_dir>/registry.sqlite)."

@@ -87,6 +87,10 @@ logger = logging.getLogger(__name__)
 # How often the ingress re-reads the registry; a model registered or deleted through
 # another ingress replica is seen within this time (through this one: at once).
 REFRESH_S = 1.0
+# A request to a model in its failed-start backoff has the list refreshed first when it is
+# older than this: a fix (a PATCH) may have reached the manager through another ingress
+# replica since this one's last poll. (At most 20 refreshes a second while clients insist.)
+FAILURE_RECHECK_S = 0.05
 # Last-use reports to the manager are sent at most this often per model.
 TOUCH_S = 1.0
 # How often a request retries a model whose deployment Serve has not taken yet.
@@ -297,7 +301,8 @@ class OpenAIIngress:
         # and an event per model that wakes the requests waiting for it on a new failure.
         self._failures: dict[str, StartFailure] = {}
         self._failed: dict[str, asyncio.Event] = {}
-        self._routing_seq = 0  # of the routing snapshot applied last
+        self._routing_seq = (0, 0)  # of the routing snapshot applied last: manager incarnation, count
+        self._refreshed_at = 0.0  # monotonic
         # The drain before a shutdown (``control/drain.py``): refusing new generation
         # requests once the manager says so; the requests in flight, streams until their end.
         self._draining = False
@@ -334,9 +339,11 @@ class OpenAIIngress:
     async def _refresh(self) -> None:
         report = self._manager.routing.remote(self._replica, self._in_flight, self._draining)
         seq, models, failures, draining, cut = await self._ask(report)
-        if seq < self._routing_seq:  # overtaken by a newer one (refreshes overlap)
-            return
+        incarnation, count = seq
+        if incarnation == self._routing_seq[0] and count < self._routing_seq[1]:
+            return  # overtaken by a newer one of the same manager (refreshes overlap)
         self._routing_seq = seq
+        self._refreshed_at = time.monotonic()
         if draining and not self._draining:
             logger.info("draining: refusing new requests; %d in flight", self._in_flight)
         self._draining = draining
@@ -377,6 +384,12 @@ class OpenAIIngress:
         failure = self._failures.get(model)
         if failure is None or failure.retrying:
             return
+        if time.time() < failure.retry_at and time.monotonic() - self._refreshed_at > FAILURE_RECHECK_S:
+            with contextlib.suppress(ServiceUnavailableError):
+                await self._refresh()
+            failure = self._failures.get(model)
+            if failure is None or failure.retrying:
+                return
         if time.time() < failure.retry_at:
             raise self._start_failed(model)
         failure = await self._ask(self._manager.retry.remote(model), MANAGER_CHANGE_TIMEOUT_S)

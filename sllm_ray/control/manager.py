@@ -200,8 +200,11 @@ class ModelManager:
         self._serving: dict[str, set[str]] = {}
         # Model -> when it was last handed to Serve (monotonic).
         self._deployed_at: dict[str, float] = {}
-        # Numbers the routing snapshots, so the ingress can drop one older than what it has.
-        self._routing_seq = 0
+        # Numbers the routing snapshots, so the ingress can drop one older than what it has:
+        # this manager's incarnation (its start, in ns) and a count. A restarted manager
+        # counts from 0 again, and an ingress comparing counts alone took every snapshot
+        # of the new one for a stale one and no longer learnt of new models.
+        self._routing_seq = (time.time_ns(), 0)
         # The drain before a shutdown (``control/drain.py``).
         self._drain = DrainBook()
         self._failures = StartFailures(
@@ -780,18 +783,18 @@ class ModelManager:
 
     async def routing(
         self, ingress: str = "", in_flight: int = 0, refusing: bool = False
-    ) -> tuple[int, list[ModelConfig], dict[str, StartFailure], bool, bool]:
+    ) -> tuple[tuple[int, int], list[ModelConfig], dict[str, StartFailure], bool, bool]:
         """What the ingress routes by (it polls this each second): the snapshot's number
-        (they increase), the models requests may go to, once the restored ones are
-        deployed (so an ingress never routes to an application that is not there yet), the
-        models that failed to start, whether the app is draining and whether the drain's
-        bound passed (streams still open are cut). The ingress reports its requests in
-        flight, for the drain."""
+        (this manager's incarnation, then a count that increases), the models requests may
+        go to, once the restored ones are deployed (so an ingress never routes to an
+        application that is not there yet), the models that failed to start, whether the app
+        is draining and whether the drain's bound passed (streams still open are cut). The
+        ingress reports its requests in flight, for the drain."""
         now = time.time()
         if ingress:
             self._drain.report(ingress, in_flight, refusing, now)
         await self.ready()
-        self._routing_seq += 1
+        self._routing_seq = (self._routing_seq[0], self._routing_seq[1] + 1)
         models = [r.config for r in self._registry.list() if r.state != DELETING]
         cut = self._drain.cutting(now, self._config.drain_timeout_s)
         return self._routing_seq, models, self._failures.all(), self._drain.draining, cut

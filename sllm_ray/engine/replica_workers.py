@@ -12,8 +12,9 @@ else as many as the node's largest burst of cold starts of the last ten minutes
 (``Sizing.workers_target``). It counts them on the
 node itself (the worker processes that carry the hook and are idle), so a worker Ray
 reclaimed or an actor took is seen, and starts the missing ones only while no cold start
-is under way on the node: a worker's start takes a CPU-second or two the cold path would
-wait for.
+is under way on the node (a worker's start takes a CPU-second or two the cold path would
+wait for) and, while one is left idle, when the node's CPUs are not busy serving, for up
+to a minute.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ KEEP_ALIVE_S = 3600
 # burst of cold starts), nor again within it of the last request to the raylet (its
 # workers may not show as processes yet).
 QUIET_S = 4.0
+# Nor while the node's CPUs are busier than this (a fraction, since the last count), for
+# up to BUSY_DEFER_S, while an idle worker is left: a start takes a CPU-second or two from
+# the engines serving (8 clients on a warm model on 2 cores: 0.78x its steady requests/s
+# in the 15 s after another model's cold start, which had the pool start a worker).
+BUSY_FRACTION = 0.5
+BUSY_DEFER_S = 60.0
 
 # When this process's setup hook ran (None: it is no replica worker).
 prepared_at: float | None = None
@@ -108,6 +115,8 @@ class ReplicaWorkers:
         self.starting = 0  # of ``idle``: still importing
         self.started = 0
         self._cpu_seen: dict[int, float] = {}
+        self._busy_since: float | None = None  # monotonic: deferring starts since
+        psutil.cpu_percent(None)  # the first reading is of nothing: from here on
 
     def claimed(self, job_id: str, runtime_env: str, now: float) -> None:
         """A replica started on the node, of this job and environment: the workers for the
@@ -123,15 +132,30 @@ class ReplicaWorkers:
             self._worker_env = (context.get_job_id(), replica_runtime_env(dict(context.runtime_env)))
         return self._worker_env
 
+    def _defer(self, busy: float, now: float) -> bool:
+        """Whether the missing workers wait for a quieter moment (``BUSY_FRACTION``)."""
+        if busy < BUSY_FRACTION or self.idle == 0:
+            self._busy_since = None
+            return False
+        if self._busy_since is None:
+            self._busy_since = now
+        if now - self._busy_since < BUSY_DEFER_S:
+            return True
+        self._busy_since = None
+        return False
+
     async def keep(self, target: int, now: float) -> None:
         env = self._env()
         if env is None:  # outside Ray (the pool's unit tests)
             return
         self.idle, self.starting = count_idle(self._cpu_seen)
+        busy = psutil.cpu_percent(None) / 100
         if now < self._quiet_from:
             return
         missing = target - self.idle
         if missing <= 0:
+            return
+        if self._defer(busy, now):
             return
         self._quiet_from = now + QUIET_S
         try:

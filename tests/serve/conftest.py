@@ -34,6 +34,9 @@ def fake_app(ray_session: None, tiny_model_dir: Path, fake_data_dir: Path) -> It
         "model_roots": [str(tiny_model_dir.parent)],
         "request_wait_timeout_s": 60,
         "request_body_timeout_s": 3,  # the slow-body test waits this long
+        # Two, as on a node with 4 CPUs: the ingress fault test kills one; every other test
+        # sees routing across both (a model registered through one is served by the other).
+        "ingress_replicas": 2,
         "models": [fake_model("warm", tiny_model_dir, autoscaling={"min_replicas": 1})],
     }
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})

@@ -85,6 +85,9 @@ def test_the_manager_and_the_store_killed_mid_stream_cut_no_stream_and_the_data_
             assert "manager" in listed.json()["error"]["message"] and listed.headers["retry-after"]
         assert [s.result(timeout=60) for s in streams] == [whole] * 8
     wait_for(lambda: fake_admin.get("/v1/admin/models/steady").status_code == 200, 60, "the manager back")
+    # The ingresses take the restarted manager's model list (its snapshots count from 0 again).
+    assert fake_admin.post("/v1/admin/models", json=fake_model("newer", tiny_model_dir)).status_code == 201
+    assert [_stream_text(fake_client, "newer", 2) for _ in range(4)] == ["tok0 tok1"] * 4
     # The data path was not restarted: the node's pool (and so its launcher) is the one from before.
     assert _pool(fake_admin)["launcher"]["pid"] == launcher_before
     assert _manager_pid() != manager
@@ -96,5 +99,5 @@ def test_the_manager_and_the_store_killed_mid_stream_cut_no_stream_and_the_data_
             return False
 
     wait_for(restarted, 30, "Ray to restart the store")
-    for name in ("steady", "later"):
+    for name in ("steady", "later", "newer"):
         assert fake_admin.delete(f"/v1/admin/models/{name}").status_code == 200

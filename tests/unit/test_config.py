@@ -183,3 +183,11 @@ def test_cluster_yaml_passes_rays_validation() -> None:
 
     config = yaml.safe_load((REPO / "cluster" / "ray-cluster.yaml").read_text())
     validate_config(prepare_config(config))
+
+
+def test_two_ingress_replicas_where_the_node_has_the_cpus_for_them() -> None:
+    from sllm_ray.builder import ingress_replicas
+
+    assert ingress_replicas(AppConfig(), cpus=2) == 1
+    assert ingress_replicas(AppConfig(), cpus=8) == 2
+    assert ingress_replicas(AppConfig(ingress_replicas=3), cpus=2) == 3

@@ -53,6 +53,20 @@ def test_idle_replica_workers_follow_the_largest_recent_burst() -> None:
     assert sizing.workers_target(1204.0, min_workers=0) == MAX_READY
 
 
+def test_replica_workers_wait_for_a_quiet_node_while_one_is_left_idle() -> None:
+    from sllm_ray.engine.replica_workers import BUSY_DEFER_S, ReplicaWorkers
+
+    workers = ReplicaWorkers("node")
+    workers.idle = 2
+    assert not workers._defer(0.2, 0.0)  # quiet: start now
+    assert workers._defer(0.9, 1.0)  # the node serves: later
+    assert workers._defer(0.9, BUSY_DEFER_S)
+    assert not workers._defer(0.9, 1.0 + BUSY_DEFER_S)  # not for ever
+    assert workers._defer(0.9, 2.0 + BUSY_DEFER_S)
+    workers.idle = 0  # the next cold start would pay Ray's worker start: now
+    assert not workers._defer(0.9, 3.0 + BUSY_DEFER_S)
+
+
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
     from sllm_ray import ray_compat
 
