@@ -35,7 +35,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, emit, plain_app, relative, replica_count, replica_marks, replica_record, wait_for
+from common import (
+    REPO,
+    emit,
+    plain_app,
+    relative,
+    replica_count,
+    replica_marks,
+    replica_record,
+    wait_cpu_quiet,
+    wait_for,
+)
 
 MODEL = "tiny"
 HOT_MODEL = "tiny-hot"  # the same model, its engine kept asleep when it goes back to zero
@@ -109,6 +119,7 @@ def _sllm_marks(record: dict[str, Any], events: dict[str, float | None]) -> dict
 def cold_run_sllm(handle: Any, model_app: str, pool_ready: Any) -> dict[str, Any]:
     wait_for(lambda: replica_count(model_app, f"model:{MODEL}") == 0, 120, "sllm_ray to scale to zero")
     wait_for(pool_ready, 120, "a prepared engine host")
+    wait_cpu_quiet()  # the pool replacing what the last start took
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote(BODY))
     record = replica_record(MODEL, "sllm")
@@ -129,6 +140,7 @@ def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
     deployment = f"model:{HOT_MODEL}"
     wait_for(lambda: replica_count(model_app, deployment) == 0, 120, "the hot model to scale to zero")
     wait_for(sleeping, 60, "the hot model's engine asleep")
+    wait_cpu_quiet()
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).completions.remote({**BODY, "model": HOT_MODEL}))
     marks = _sllm_marks(replica_record(HOT_MODEL, "sllm"), controller_events(model_app, deployment, t0))
@@ -139,6 +151,7 @@ def hot_run_sllm(handle: Any, model_app: str, sleeping: Any) -> dict[str, Any]:
 
 def cold_run_baseline(handle: Any) -> dict[str, Any]:
     wait_for(lambda: replica_count("baseline", "PlainServer") == 0, 300, "the baseline to scale to zero")
+    wait_cpu_quiet()
     t0 = time.time()
     ttft = first_token(handle.options(stream=True).generate.remote(BODY))
     record = handle.record.remote().result()

@@ -67,6 +67,13 @@ def test_replica_workers_wait_for_a_quiet_node_while_one_is_left_idle() -> None:
     assert not workers._defer(0.9, 3.0 + BUSY_DEFER_S)
 
 
+def test_replica_workers_are_started_one_at_a_time_while_one_is_idle() -> None:
+    from sllm_ray.engine.replica_workers import starts_now
+
+    assert starts_now(3, idle=1) == 1
+    assert starts_now(3, idle=0) == 3  # none left: the next cold start is waiting for them
+
+
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
     from sllm_ray import ray_compat
 
