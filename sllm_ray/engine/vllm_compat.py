@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import mmap
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -131,6 +132,42 @@ def prepare_engine_process() -> None:
         importlib.import_module(f"vllm.model_executor.models.{architecture}")
     current_platform.register_triton_kernel_overrides()
     type(current_platform).register_triton_kernel_overrides = classmethod(lambda cls: None)
+    from vllm.v1.worker import utils as worker_utils
+
+    if current_platform.is_cpu() and not isinstance(worker_utils.torch, LazyZeros):
+        worker_utils.torch = LazyZeros(worker_utils.torch)
+
+
+# A CPU buffer at least this large that vLLM's KV-cache allocation zeroes is mapped instead.
+LAZY_ZERO_MIN_BYTES = 1024**2
+
+
+class LazyZeros:
+    """``torch`` as vLLM's KV-cache allocation (``vllm.v1.worker.utils``) sees it on CPU:
+    its backing buffer, ``torch.zeros(size, dtype=int8)``, is fresh anonymous memory, which
+    the kernel hands out zeroed as each page is first touched. ``torch.zeros`` writes every
+    page at once: 0.27 to 0.46 s for a 1 GiB KV cache on 2 cores, on every cold start, and
+    the whole cache resident from then on. Everything else is torch's own."""
+
+    def __init__(self, torch: Any) -> None:
+        self._torch = torch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._torch, name)
+
+    def zeros(self, *size: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Any:
+        torch = self._torch
+        if (
+            len(size) == 1
+            and isinstance(size[0], int)
+            and size[0] >= LAZY_ZERO_MIN_BYTES
+            and dtype == torch.int8
+            and torch.device(device if device is not None else "cpu").type == "cpu"
+            and not kwargs
+        ):
+            # The tensor holds a reference to the mapping: unmapped when it is freed.
+            return torch.frombuffer(mmap.mmap(-1, size[0]), dtype=torch.int8)
+        return torch.zeros(*size, dtype=dtype, device=device, **kwargs)
 
 
 def register_model_loader(load_format: str, load_weights: Callable[[dict[str, Any], Any], None]) -> None:

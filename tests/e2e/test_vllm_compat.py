@@ -60,3 +60,27 @@ def test_an_architecture_new_to_the_machine_is_inspected_in_process(
     ]
     args = EngineArgs(model=str(tiny_model_dir), max_model_len=256, kv_cache_memory_bytes=2**24)
     assert args.create_engine_config().model_config.architectures == ["LlamaForCausalLM"]
+
+
+def test_the_cpu_kv_cache_buffer_is_mapped_zeroed_not_written() -> None:
+    import torch
+
+    from sllm_ray.engine import vllm_compat
+
+    lazy = vllm_compat.LazyZeros(torch)
+    size = 64 * 1024**2
+    buffer = lazy.zeros(size, dtype=torch.int8, device=torch.device("cpu"))
+    assert buffer.shape == (size,) and buffer.dtype == torch.int8
+    assert int(buffer[::4096].abs().sum()) == 0  # zero as torch.zeros', only mapped
+    assert isinstance(buffer.untyped_storage().nbytes(), int)
+    buffer[7] = 3  # writable, like any KV cache
+    assert int(buffer[7]) == 3
+    small = lazy.zeros(16, dtype=torch.int32)  # anything else: torch's own
+    assert small.dtype == torch.int32 and int(small.sum()) == 0
+    assert lazy.float32 is torch.float32
+    vllm_compat.prepare_engine_process()
+    from vllm.v1.worker import utils
+
+    # vLLM still allocates its KV cache where the wrapper reaches it.
+    assert isinstance(utils.torch, vllm_compat.LazyZeros)
+    assert "torch.zeros(buf_size, dtype=torch.int8, device=device)" in Path(utils.__file__).read_text()
