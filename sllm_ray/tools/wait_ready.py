@@ -18,7 +18,7 @@ import httpx
 
 # What the README (*Cold start*) says a first request to the demo model takes on the
 # 2-core machine, once the app is ready.
-COLD_START_S = 1.2
+COLD_START_S = 1.0
 POLL_S = 2.0  # each poll is a line in the ingress's access log
 
 
