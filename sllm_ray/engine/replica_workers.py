@@ -13,8 +13,8 @@ else as many as the node's largest burst of cold starts of the last ten minutes
 node itself (the worker processes that carry the hook and are idle), so a worker Ray
 reclaimed or an actor took is seen, and starts the missing ones only while no cold start
 is under way on the node (a worker's start takes a CPU-second or two the cold path would
-wait for); while one is left idle, one at a time and when the node's CPUs are not busy
-serving, for up to a minute.
+wait for); while more than one is left idle, one at a time and when the node's CPUs are
+not busy serving, for up to a minute.
 """
 
 from __future__ import annotations
@@ -43,11 +43,15 @@ KEEP_ALIVE_S = 3600
 # workers may not show as processes yet).
 QUIET_S = 4.0
 # Nor while the node's CPUs are busier than this (a fraction, since the last count), for
-# up to BUSY_DEFER_S, while an idle worker is left: a start takes a CPU-second or two from
-# the engines serving (8 clients on a warm model on 2 cores: 0.78x its steady requests/s
-# in the 15 s after another model's cold start, which had the pool start a worker).
+# up to BUSY_DEFER_S, while more than LOW_IDLE idle workers are left: a start takes a
+# CPU-second or two from the engines serving (8 clients on a warm model on 2 cores: 0.78x
+# its steady requests/s in the 15 s after another model's cold start, which had the pool
+# start a worker).
 BUSY_FRACTION = 0.5
 BUSY_DEFER_S = 60.0
+# With at most this many idle workers left the node starts all the missing ones at once,
+# busy or not: two cold starts in a row would otherwise pay Ray's worker start.
+LOW_IDLE = 1
 
 # When this process's setup hook ran (None: it is no replica worker).
 prepared_at: float | None = None
@@ -105,11 +109,11 @@ def count_idle(cpu_seen: dict[int, float]) -> tuple[int, int]:
 
 
 def starts_now(missing: int, idle: int) -> int:
-    """Workers to start in one go: all that are missing when none is idle (the next cold
-    start would wait for Ray's worker start anyway), else one, ``QUIET_S`` apart. Three
-    started at once took both cores for seconds, and the hot starts that came meanwhile
-    took 1.5 to 2.2 s instead of 0.6 s (``benchmarks/cold_start.py``, 2 cores)."""
-    return missing if idle == 0 else min(missing, 1)
+    """Workers to start in one go: all that are missing when at most ``LOW_IDLE`` are idle
+    (the next cold starts would wait for Ray's worker start), else one, ``QUIET_S`` apart.
+    Three started at once took both cores for seconds, and the hot starts that came
+    meanwhile took 1.5 to 2.2 s instead of 0.6 s (``benchmarks/cold_start.py``, 2 cores)."""
+    return missing if idle <= LOW_IDLE else min(missing, 1)
 
 
 class ReplicaWorkers:
@@ -142,7 +146,7 @@ class ReplicaWorkers:
 
     def _defer(self, busy: float, now: float) -> bool:
         """Whether the missing workers wait for a quieter moment (``BUSY_FRACTION``)."""
-        if busy < BUSY_FRACTION or self.idle == 0:
+        if busy < BUSY_FRACTION or self.idle <= LOW_IDLE:
             self._busy_since = None
             return False
         if self._busy_since is None:

@@ -42,7 +42,13 @@ from sllm_ray.errors import BadRequestError, EngineLostError, ModelStartFailedEr
 from sllm_ray.log_setup import configure_logging
 from sllm_ray.names import MANAGER_NAME, named_actor, pool_name
 from sllm_ray.protocol import ACCEPT_WINDOW_S, Accepted, Endpoint, ResponseHead
-from sllm_ray.store.locate import DRAM, engine_layout, locate_checkpoint, prepare_checkpoint
+from sllm_ray.store.locate import (
+    DRAM,
+    engine_layout,
+    locate_adapter,
+    locate_checkpoint,
+    prepare_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -320,8 +326,14 @@ class ModelServer:
         """The adapter ``name`` loaded into this replica's engine (Serve's multiplexing
         reports it, so its router prefers this replica for it)."""
         source = self._adapter_sources[name]
-        await (await self._engine()).call("load_adapter", adapter=name, source=source)
+        await self._engine_load_adapter(await self._engine(), name, source)
         return _LoadedAdapter(name, source, self._lease.host_id)
+
+    async def _engine_load_adapter(self, channel: ChannelClient, name: str, source: str) -> None:
+        """Load the adapter into the engine from this node's store (its DRAM copy: the
+        source is read once per node), or from its source when the store cannot say."""
+        folder = await locate_adapter(self._owner_app, self._node_id, name, source)
+        await channel.call("load_adapter", adapter=name, source=folder)
 
     async def _load_adapter(self, adapter: AdapterConfig) -> None:
         """Have the engine hold ``adapter`` before its request goes in: a first request loads
@@ -331,7 +343,7 @@ class ModelServer:
             loaded = await self._adapter(adapter.adapter)
             channel = await self._engine()
             if loaded.source != adapter.source or loaded.host_id != self._lease.host_id:
-                await channel.call("load_adapter", adapter=adapter.adapter, source=adapter.source)
+                await self._engine_load_adapter(channel, adapter.adapter, adapter.source)
                 loaded.source, loaded.host_id = adapter.source, self._lease.host_id
         except ChannelError as exc:
             if self._channel.failure is not None:  # the host went away: a new one comes

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 # A replica waits at most this long for the store's answer before loading from the source.
 LOCATE_TIMEOUT_S = 2.0
+# The same for a LoRA adapter, whose first locate on a node copies it in from its source.
+ADAPTER_LOCATE_TIMEOUT_S = 10.0
 
 SOURCE, DISK, DRAM = "source", "disk", "dram"
 
@@ -119,3 +121,22 @@ def prepare_checkpoint(app: str, node_id: str, model: str, source: str, layout: 
         logger.warning("no checkpoint store on node %s to cache %s", node_id, model)
         return
     store.prepare.remote(model, source, layout)
+
+
+async def locate_adapter(app: str, node_id: str, name: str, source: str) -> str:
+    """The folder an engine on this node loads the LoRA adapter from: the store's copy
+    (``CheckpointStore.adapter``: DRAM, else disk), else its source, when there is no store
+    or it does not answer in time."""
+    try:
+        location = await asyncio.wait_for(
+            _store(app, node_id).adapter.remote(name, source), ADAPTER_LOCATE_TIMEOUT_S
+        )
+    except (ValueError, TimeoutError, ray.exceptions.RayError) as exc:
+        logger.warning(
+            "checkpoint store on node %s unavailable (%s): loading adapter %s from its source",
+            node_id,
+            exc,
+            name,
+        )
+        return source
+    return location.path

@@ -43,6 +43,7 @@ from sllm_ray.names import (
     named_actor,
     store_name,
 )
+from sllm_ray.store.adapter_tier import AdapterLocation, AdapterTier
 from sllm_ray.store.bandwidth import measure
 from sllm_ray.store.checkpoint_format import (
     INDEX_FILE,
@@ -59,6 +60,11 @@ from sllm_ray.store.locate import DISK, DRAM, SOURCE, CheckpointLocation
 logger = logging.getLogger(__name__)
 
 COPY_CHUNK_BYTES = 64 << 20
+# The folder of the LoRA adapters in each tier (no checkpoint key looks like it).
+ADAPTERS = "adapters"
+# The share of ``store_dram_bytes`` the node's LoRA adapters may hold in DRAM, beside the
+# checkpoints' budget (a rank-16 adapter of an 8B model is about 50 MB).
+ADAPTER_DRAM_SHARE = 0.1
 
 
 def _local_source(source: str) -> Path:
@@ -100,6 +106,11 @@ class CheckpointStore:
         remove_stale_dram(app, Path(dram_parent), alive_node_ids | {node_id})
         self._dram = DramTier(Path(dram_parent) / dram_folder(app, node_id), dram_budget_bytes)
         self._bandwidth = measure(self._disk_root, self._dram.root)
+        self._adapters = AdapterTier(
+            self._disk_root / ADAPTERS,
+            self._dram.root / ADAPTERS,
+            int(dram_budget_bytes * ADAPTER_DRAM_SHARE),
+        )
         self._jobs: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._queued: dict[str, int] = {}  # key being prepared -> bytes still to move
         self._origins: dict[str, str] = {}  # key -> where this store got it: source, node id
@@ -216,6 +227,17 @@ class CheckpointStore:
         )
         return {"model": model, "key": key, "tier": tier, "bytes": size}
 
+    async def adapter(self, name: str, source: str) -> AdapterLocation:
+        """Where an engine on this node loads the LoRA adapter ``name`` from: its DRAM copy
+        (copied in from the source, then from disk, the first time), or the disk copy when
+        DRAM has no room for it."""
+        key = checkpoint_key(name, source)
+        if not self._adapters.on_disk(key):
+            logger.info("store: copying adapter %s from %s", name, source)
+            local = await asyncio.to_thread(_local_source, source)
+            await asyncio.to_thread(self._adapters.copy_in, key, local)
+        return await asyncio.to_thread(self._adapters.locate, key)
+
     def disk_bytes(self, key: str) -> int | None:
         """The size of a whole disk copy of ``key`` here, or None (a peer asking)."""
         return data_bytes(rank_dir(self._disk_dir(key))) if self._on_disk(key) else None
@@ -306,4 +328,5 @@ class CheckpointStore:
             "queued_bytes": sum(self._queued.values()),
             "origins": dict(self._origins),
             "preparing": sorted(k for k, job in self._jobs.items() if not job.done()),
+            "adapters": self._adapters.status(),
         }

@@ -101,6 +101,10 @@ def test_adapters_answer_differently_from_the_base_and_each_other(
     assert [a["adapter"] for a in described["config"]["adapters"]] == ["lora-a", "lora-b"]
     # ServerlessLLM v1-beta's `name:backend` form.
     assert _text(client, f"{base}:vllm") == plain
+    # vLLM loaded both from the node's store, which copied each in once and holds it in DRAM.
+    (node,) = admin.get("/status").json()["nodes"]
+    held = node["store"]["adapters"]["adapters"]
+    assert all(any(key.startswith(f"{name}-") for key in held) for name in ("lora-a", "lora-b")), held
 
 
 def test_adapters_are_checked_at_registration(

@@ -53,7 +53,7 @@ def test_idle_replica_workers_follow_the_largest_recent_burst() -> None:
     assert sizing.workers_target(1204.0, min_workers=0) == MAX_READY
 
 
-def test_replica_workers_wait_for_a_quiet_node_while_one_is_left_idle() -> None:
+def test_replica_workers_wait_for_a_quiet_node_while_two_are_left_idle() -> None:
     from sllm_ray.engine.replica_workers import BUSY_DEFER_S, ReplicaWorkers
 
     workers = ReplicaWorkers("node")
@@ -63,15 +63,15 @@ def test_replica_workers_wait_for_a_quiet_node_while_one_is_left_idle() -> None:
     assert workers._defer(0.9, BUSY_DEFER_S)
     assert not workers._defer(0.9, 1.0 + BUSY_DEFER_S)  # not for ever
     assert workers._defer(0.9, 2.0 + BUSY_DEFER_S)
-    workers.idle = 0  # the next cold start would pay Ray's worker start: now
+    workers.idle = 1  # two cold starts in a row would pay Ray's worker start: now
     assert not workers._defer(0.9, 3.0 + BUSY_DEFER_S)
 
 
-def test_replica_workers_are_started_one_at_a_time_while_one_is_idle() -> None:
+def test_replica_workers_are_started_one_at_a_time_while_two_are_idle() -> None:
     from sllm_ray.engine.replica_workers import starts_now
 
-    assert starts_now(3, idle=1) == 1
-    assert starts_now(3, idle=0) == 3  # none left: the next cold start is waiting for them
+    assert starts_now(3, idle=2) == 1
+    assert starts_now(3, idle=1) == 3  # the next cold starts would wait for them
 
 
 def test_an_idle_or_starting_ray_worker_is_told_from_one_that_runs_an_actor() -> None:
@@ -232,11 +232,12 @@ def test_builds_beyond_the_nodes_slots_wait_for_one() -> None:
         specs = [EngineSpec(f"m{i}", "/models/m", {"fake_build_s": 0.3}, f"fp{i}") for i in range(3)]
         starts = (c.call("start", spec=s.to_json()) for c, s in zip(clients, specs, strict=True))
         records = [HostRecord.from_json(r) for r in await asyncio.gather(*starts)]
-        spans = sorted((r.engine_started_at or 0, r.engine_ready_at or 0) for r in records)
-        # Two slots: two builds at once, the third after one of them ended.
+        records.sort(key=lambda r: r.engine_started_at or 0)
+        spans = [(r.engine_started_at or 0, r.engine_ready_at or 0) for r in records]
+        # Two slots: two builds at once, the third after one of them ended, having waited.
         assert spans[1][0] < spans[0][1]
         assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.02
-        assert max(r.phases["build_slot_wait_s"] for r in records) >= 0.25
+        assert records[2].phases["build_slot_wait_s"] > 0.05
         assert pool.status()["build_slots"] == 2
         for client in clients:
             client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,46 @@ def test_shared_memory_left_by_gone_nodes_is_freed(tmp_path: Path) -> None:
     assert left == sorted(
         [dram_folder(APP, alive), dram_folder(APP, NODE), dram_folder("other-app", gone), "unrelated"]
     )
+
+
+def adapter_folder(path: Path, weight_bytes: int = 1000) -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    (path / "adapter_model.safetensors").write_bytes(os.urandom(weight_bytes))
+    return path
+
+
+def test_an_adapter_is_read_from_its_source_once_per_node(tmp_path: Path) -> None:
+    source = adapter_folder(tmp_path / "lora")
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+
+    async def scenario() -> None:
+        store = new_store(tmp_path)
+        first = await store.adapter("a", str(source))
+        assert first.tier == DRAM and Path(first.path).is_relative_to(tmp_path / "shm")
+        assert {p.name: p.read_bytes() for p in Path(first.path).iterdir()} == files
+        shutil.rmtree(source)  # later loads on this node never read the source
+        assert await store.adapter("a", str(source)) == first
+        restarted = new_store(tmp_path)  # DRAM cleared, the disk copy kept
+        again = await restarted.adapter("a", str(source))
+        assert again.tier == DRAM and {p.name: p.read_bytes() for p in Path(again.path).iterdir()} == files
+        assert restarted.status()["adapters"]["adapters"] == [checkpoint_key("a", str(source))]
+
+    asyncio.run(scenario())
+
+
+def test_adapters_beyond_their_dram_share_are_evicted_or_stay_on_disk(tmp_path: Path) -> None:
+    # A 1 MiB DRAM tier: the adapters' share is about 105 kB.
+    sources = [adapter_folder(tmp_path / f"lora{i}", 60_000) for i in range(2)]
+    huge = adapter_folder(tmp_path / "huge", 200_000)
+
+    async def scenario() -> None:
+        store = new_store(tmp_path)
+        first = await store.adapter("a0", str(sources[0]))
+        second = await store.adapter("a1", str(sources[1]))
+        assert first.tier == second.tier == DRAM
+        assert not Path(first.path).exists()  # least recently used out of DRAM
+        assert (await store.adapter("a0", str(sources[0]))).tier == DRAM  # back from disk
+        assert (await store.adapter("big", str(huge))).tier == DISK
+
+    asyncio.run(scenario())
