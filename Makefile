@@ -62,6 +62,7 @@ run: setup demo-model
 test: setup sllm-cli
 	$(VENV)/bin/pytest -v -rs tests/unit tests/serve tests/e2e
 	$(VENV)/bin/pytest -v -rs tests/cluster  # its own session: a process joins one Ray cluster
+	$(VENV)/bin/pytest -v -rs tests/netns  # two hosts in network namespaces (skipped without root)
 
 test-fast: setup
 	SLLM_TEST_FUZZ_EXAMPLES=50 $(VENV)/bin/pytest -q -rs tests/unit tests/serve  # no vLLM engine: the fake one

@@ -18,7 +18,7 @@ from ray.serve import Application
 from sllm_ray.api.ingress import OpenAIIngress
 from sllm_ray.config import AppConfig, app_config
 from sllm_ray.control.manager import ModelManager
-from sllm_ray.names import MANAGER_NAME
+from sllm_ray.names import MANAGER_NAME, ON_HEAD
 
 INGRESS_NAME = "openai-ingress"
 # Two ingress replicas where the node has this many CPUs: one that dies is replaced while
@@ -58,7 +58,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
         name=MANAGER_NAME,
         num_replicas=1,
         # On the head node, where the registry file lives across restarts.
-        ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+        ray_actor_options={"num_cpus": 0, "resources": ON_HEAD},
         max_ongoing_requests=1000,
         # Serve logs every call to a replica at INFO; the ingress polls the manager each
         # second, and admin calls are in the ingress's own access log.

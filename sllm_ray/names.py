@@ -75,3 +75,8 @@ def checkpoint_key(model: str, source: str) -> str:
 def layout_key(model: str, source: str, layout: str) -> str:
     """A folder name for the model's engine-layout checkpoint (``store.locate.engine_layout``)."""
     return f"{checkpoint_key(model, source)}.{layout}"
+
+
+# Ray's resource of the head node: what must outlive the worker nodes (the manager, its
+# argument checker) asks for a sliver of it.
+ON_HEAD = {"node:__internal_head__": 0.001}

@@ -64,7 +64,7 @@ from sllm_ray.errors import (
     validation_error,
 )
 from sllm_ray.log_setup import configure_logging
-from sllm_ray.names import model_app_name, model_app_prefix
+from sllm_ray.names import ON_HEAD, model_app_name, model_app_prefix
 from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
@@ -282,13 +282,20 @@ class ModelManager:
         """Engine arguments as the engine's own argument parsing takes them (vLLM's)."""
         if not config.engine_kwargs:
             return
-        if self._args_checker is None:
-            self._args_checker = _EngineArgsChecker.remote(self._config.engine_cls)
-        try:
-            problem = await self._args_checker.problem.remote(config.engine_kwargs)
-        except ray.exceptions.RayActorError:
-            self._args_checker = None  # gone (its node, OOM): the next registration starts another
-            raise
+        for attempt in range(2):
+            if self._args_checker is None:
+                self._args_checker = _EngineArgsChecker.options(resources=ON_HEAD).remote(
+                    self._config.engine_cls
+                )
+            try:
+                problem = await self._args_checker.problem.remote(config.engine_kwargs)
+                break
+            except ray.exceptions.RayActorError:
+                # Gone (killed, out of memory; its node lost, when an older one ran
+                # elsewhere): another one, once.
+                self._args_checker = None
+                if attempt:
+                    raise
         if problem is not None:
             raise UnprocessableError(f"engine_kwargs: {problem}", param="engine_kwargs")
 
