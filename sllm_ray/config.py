@@ -25,6 +25,8 @@ from sllm_ray.engine.interface import DEFAULT_ENGINE
 # OpenAI model ids are free-form; we accept the characters Hugging Face ids use. "#" is
 # excluded because Serve reserves it in deployment names.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+# The admin API's sub-resources of a model (``/v1/admin/models/{name}/<one of them>``).
+SUBRESOURCES = ("adapters", "warm")
 DEPLOYMENT_PREFIX = "model:"
 
 # Upper bounds of the numbers a config takes: beyond them a value is a typo or an attack
@@ -233,6 +235,9 @@ def _model_name(value: str) -> str:
     # Clients and proxies normalise URL paths: /v1/models/a/../b would reach another name.
     if any(segment in ("", ".", "..") for segment in value.split("/")):
         raise ValueError("model names have no empty, `.` or `..` path segments")
+    # /v1/admin/models/a/adapters is model a's adapters, never a model `a/adapters`.
+    if any(segment in SUBRESOURCES for segment in value.split("/")[1:]):
+        raise ValueError(f"model names have no {' or '.join(SUBRESOURCES)} path segment after the first")
     return value
 
 

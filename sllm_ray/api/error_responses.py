@@ -40,13 +40,21 @@ def as_openai_error(exc: BaseException, what: str) -> OpenAIError:
     return error
 
 
+def _literal_segments(route: object) -> int:
+    path = str(getattr(route, "path", ""))
+    return sum(1 for segment in path.split("/") if segment and not segment.startswith("{"))
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """Every method the request's path takes. Starlette's own 405 names only the first route
-    matching the path, though several may (GET, PATCH and DELETE of one admin model)."""
+    """Every method the request's path takes, by its most specific route templates.
+    Starlette's own 405 names only the first route matching the path, though several may
+    (GET, PATCH and DELETE of one admin model); and a model's sub-resource
+    (``/v1/admin/models/m/adapters``) matches the model's own ``{name:path}`` too."""
+    matched = [r for r in request.app.routes if r.matches(request.scope)[0] is not Match.NONE]
+    most = max((_literal_segments(r) for r in matched), default=0)
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
+    for route in matched:
+        if _literal_segments(route) == most:
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
 

@@ -29,7 +29,12 @@ from sllm_ray import metrics
 from sllm_ray.api import sllm_compat
 from sllm_ray.api.accounting import RequestLog
 from sllm_ray.api.auth import KeyStore, required_role
-from sllm_ray.api.error_responses import as_openai_error, error_response, install_error_handlers
+from sllm_ray.api.error_responses import (
+    allowed_methods,
+    as_openai_error,
+    error_response,
+    install_error_handlers,
+)
 from sllm_ray.api.model_directory import ModelDirectory, Route
 from sllm_ray.api.request_body import check_request, parse_json_body, read_body
 from sllm_ray.api.resume import StreamResume, resumable, sse
@@ -58,7 +63,7 @@ from sllm_ray.api.schemas import (
     request_body,
 )
 from sllm_ray.api.sllm_compat import SllmDelete, SllmDeploy
-from sllm_ray.config import AdapterConfig, AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.config import SUBRESOURCES, AdapterConfig, AppConfig, ModelConfig, ModelUpdate
 from sllm_ray.control.failures import StartFailure
 from sllm_ray.control.rhythm import WarmRequest
 from sllm_ray.errors import (
@@ -66,6 +71,7 @@ from sllm_ray.errors import (
     ConflictError,
     DeadlineExceededError,
     EngineLostError,
+    MethodNotAllowedError,
     ModelNotFoundError,
     ModelStartFailedError,
     OpenAIError,
@@ -825,9 +831,18 @@ class OpenAIIngress:
         await self._delete_adapters(base, [adapter])
         return {"adapter": adapter, "parent": base, "deleted": True}
 
+    @staticmethod
+    def _model_path(name: str, request: Request) -> str:
+        """``name`` of a ``{name:path}`` admin route, or a 405 where the path is one of a
+        model's sub-resources (``a/adapters``, ``a/adapters/x``, ``a/warm``) and the method
+        is not one that sub-resource takes: no model has such a name (``config.SUBRESOURCES``)."""
+        if any(segment in SUBRESOURCES for segment in name.split("/")[1:]):
+            raise MethodNotAllowedError(request.method, allowed_methods(request))
+        return name
+
     @app.get("/v1/admin/models/{name:path}", response_model=AdminModel, responses=errors(404))
-    async def admin_get(self, name: str) -> dict[str, Any]:
-        (described,) = await self._describe(name)
+    async def admin_get(self, name: str, request: Request) -> dict[str, Any]:
+        (described,) = await self._describe(self._model_path(name, request))
         return described
 
     @app.patch(
@@ -837,11 +852,11 @@ class OpenAIIngress:
         openapi_extra=request_body(ModelUpdate),
     )
     async def admin_update(self, name: str, request: Request) -> dict[str, Any]:
-        return await self._update(name, await self._body(request))
+        return await self._update(self._model_path(name, request), await self._body(request))
 
     @app.delete("/v1/admin/models/{name:path}", response_model=Deleted, responses=errors(404, 409))
-    async def admin_delete(self, name: str) -> dict[str, Any]:
-        return await self._delete(name)
+    async def admin_delete(self, name: str, request: Request) -> dict[str, Any]:
+        return await self._delete(self._model_path(name, request))
 
     @app.post(
         "/v1/admin/models/{name:path}/warm",

@@ -65,13 +65,13 @@ def test_openapi_declares_every_route_and_other_methods_are_405_with_allow(fake_
                 assert body["$ref"].removeprefix("#/components/schemas/") in components
             else:
                 assert "requestBody" not in op, (method, path)
-    # Every other method on a real path of each route (its parameters filled in); the path
-    # may be another route's too (a model named x/warm), whose methods it also takes.
-    patterns = {path: re.compile(re.sub(r"\{[^}]+\}", ".+", path) + "$") for path in schema["paths"]}
-    for path in schema["paths"]:
-        concrete = re.sub(r"\{[^}]+\}", "warm", path)
-        routes = [ops for other, ops in schema["paths"].items() if patterns[other].match(concrete)]
-        declared = {method.upper() for ops in routes for method in ops}
+    # Every other method on a real path of each route (its parameters filled in): a 405
+    # naming exactly that route's methods, though a model's sub-resource path
+    # (/v1/admin/models/m/adapters) matches the model's own {name:path} route too (no model
+    # has such a name).
+    for path, ops in schema["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "m", path)
+        declared = {method.upper() for method in ops}
         for method in set(METHODS) - declared:
             reply = fake_admin.request(method, concrete)
             _assert_error(reply, 405)

@@ -97,11 +97,20 @@ INF, NAN = float("inf"), float("nan")
         ({"model": "a/./b"}, "path segments"),
         ({"model": "a//b"}, "path segments"),
         ({"model": "a/"}, "path segments"),
+        # The admin API's sub-resources of a model: never part of a model's name.
+        ({"model": "a/adapters"}, "adapters or warm path segment"),
+        ({"model": "a/adapters/b"}, "adapters or warm path segment"),
+        ({"model": "a/warm"}, "adapters or warm path segment"),
     ],
 )
 def test_numbers_and_names_are_bounded(settings: dict, fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
         ModelConfig.model_validate({"model": "m", "model_source": "x", **settings})
+
+
+def test_a_first_segment_may_be_a_sub_resources_name() -> None:
+    for name in ("warm", "adapters", "org/warm-up"):
+        assert ModelConfig.model_validate({"model": name, "model_source": "x"}).model == name
 
 
 def test_a_valid_config_reads_back_as_itself() -> None:
