@@ -27,6 +27,14 @@ from sllm_ray.engine.interface import DEFAULT_ENGINE
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 # The admin API's sub-resources of a model (``/v1/admin/models/{name}/<one of them>``).
 SUBRESOURCES = ("adapters", "warm")
+
+
+def names_subresource(path: str) -> bool:
+    """Whether a model path names one of a model's sub-resources (``a/adapters``,
+    ``a/adapters/x``, ``a/warm``): a segment after the first is one of ``SUBRESOURCES``."""
+    return any(segment in SUBRESOURCES for segment in path.split("/")[1:])
+
+
 DEPLOYMENT_PREFIX = "model:"
 
 # Upper bounds of the numbers a config takes: beyond them a value is a typo or an attack
@@ -236,7 +244,7 @@ def _model_name(value: str) -> str:
     if any(segment in ("", ".", "..") for segment in value.split("/")):
         raise ValueError("model names have no empty, `.` or `..` path segments")
     # /v1/admin/models/a/adapters is model a's adapters, never a model `a/adapters`.
-    if any(segment in SUBRESOURCES for segment in value.split("/")[1:]):
+    if names_subresource(value):
         raise ValueError(f"model names have no {' or '.join(SUBRESOURCES)} path segment after the first")
     return value
 

@@ -96,3 +96,14 @@ def sllm_auto_scaling(keep_alive_s: int) -> dict[str, Any]:
         "max_instances": 10,
         "keep_alive": keep_alive_s,
     }
+
+
+def app_folders(folder: Path, model_dir: Path) -> dict[str, Any]:
+    """An app config's folders for a test app: its registry and disk tier in ``folder``, its
+    own DRAM tier there too (removed with the test's temporary folders, not left in
+    /dev/shm), and the tiny model's folder as its model root."""
+    return {
+        "data_dir": str(folder),
+        "store_dram_dir": str(folder / "dram"),
+        "model_roots": [str(model_dir.parent)],
+    }

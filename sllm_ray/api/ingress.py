@@ -63,7 +63,7 @@ from sllm_ray.api.schemas import (
     request_body,
 )
 from sllm_ray.api.sllm_compat import SllmDelete, SllmDeploy
-from sllm_ray.config import SUBRESOURCES, AdapterConfig, AppConfig, ModelConfig, ModelUpdate
+from sllm_ray.config import AdapterConfig, AppConfig, ModelConfig, ModelUpdate, names_subresource
 from sllm_ray.control.failures import StartFailure
 from sllm_ray.control.rhythm import WarmRequest
 from sllm_ray.errors import (
@@ -835,8 +835,8 @@ class OpenAIIngress:
     def _model_path(name: str, request: Request) -> str:
         """``name`` of a ``{name:path}`` admin route, or a 405 where the path is one of a
         model's sub-resources (``a/adapters``, ``a/adapters/x``, ``a/warm``) and the method
-        is not one that sub-resource takes: no model has such a name (``config.SUBRESOURCES``)."""
-        if any(segment in SUBRESOURCES for segment in name.split("/")[1:]):
+        is not one that sub-resource takes: no model has such a name."""
+        if names_subresource(name):
             raise MethodNotAllowedError(request.method, allowed_methods(request))
         return name
 

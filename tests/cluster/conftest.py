@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from cluster_under_test import APP_NAME, BASE_URL, PORT
+from support import app_folders
 
 NODE_ARGS = {"num_cpus": 2, "object_store_memory": 128 * 1024**2}
 
@@ -54,9 +55,7 @@ def admin(cluster: Any, tiny_model_dir: Path, data_dir: Path) -> Iterator[httpx.
     from sllm_ray.builder import build_app
 
     config = {
-        "data_dir": str(data_dir),
-        "store_dram_dir": str(data_dir / "dram"),
-        "model_roots": [str(tiny_model_dir.parent)],
+        **app_folders(data_dir, tiny_model_dir),
         "request_wait_timeout_s": 180,
         "engine_hosts_per_node": 1,
         "engine_sleepers_per_node": 1,

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 import support
-from support import APP_NAME
+from support import APP_NAME, app_folders
 
 __all__ = ["APP_NAME", "BASE_URL", "ENGINE_KWARGS", "deploy", "model_body"]
 
@@ -25,10 +25,7 @@ model_body = functools.partial(support.model_body, engine_kwargs=ENGINE_KWARGS)
 
 def app_config(model_dir: Path, data_dir: Path) -> dict:
     return {
-        "data_dir": str(data_dir),
-        # The suite's own DRAM tier, removed with its temporary folders (not /dev/shm).
-        "store_dram_dir": str(data_dir / "dram"),
-        "model_roots": [str(model_dir.parent)],
+        **app_folders(data_dir, model_dir),
         "request_wait_timeout_s": 180,
         "retry_after_s": 7,
         "failed_start_backoff_s": 1,  # test_failures retries a failing model within seconds

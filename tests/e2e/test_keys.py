@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 from app_under_test import BASE_URL
+from support import app_folders
 
 KEYED_APP = "sllm-keyed"
 USER_KEY = "user-secret-key"
@@ -30,9 +31,7 @@ def keyed(serve_app: str, tmp_path_factory: pytest.TempPathFactory, tiny_model_d
     admin_digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
     keys.write_text(f"keys:\n  - key: {USER_KEY}\n  - sha256: {admin_digest}\n    role: admin\n")
     config = {
-        "data_dir": str(folder / "data"),
-        "store_dram_dir": str(folder / "dram"),
-        "model_roots": [str(tiny_model_dir.parent)],
+        **app_folders(folder, tiny_model_dir),
         "api_keys_file": str(keys),
     }
     serve.run(build_app(config), name=KEYED_APP, route_prefix="/keyed")

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from app_under_test import BASE_URL
-from support import wait_for
+from support import app_folders, wait_for
 
 FRESH_APP = "sllm-fresh"
 
@@ -23,9 +23,7 @@ def fresh(serve_app: str, tmp_path: Path, tiny_model_dir: Path) -> Iterator[str]
     from sllm_ray.builder import build_app
 
     config = {
-        "data_dir": str(tmp_path / "data"),
-        "store_dram_dir": str(tmp_path / "dram"),
-        "model_roots": [str(tiny_model_dir.parent)],
+        **app_folders(tmp_path, tiny_model_dir),
     }
     serve.run(build_app(config), name=FRESH_APP, route_prefix="/fresh")
     try:

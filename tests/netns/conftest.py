@@ -34,6 +34,7 @@ from hosts_under_test import (
     run_ip,
     stop,
 )
+from support import app_folders
 
 
 @pytest.fixture(scope="session")
@@ -108,9 +109,7 @@ def admin(
     data = tmp_path_factory.mktemp("data")
     config = {
         "engine_cls": FAKE_ENGINE,
-        "data_dir": str(data),
-        "store_dram_dir": str(data / "dram"),
-        "model_roots": [str(tiny_model_dir.parent)],
+        **app_folders(data, tiny_model_dir),
         "request_wait_timeout_s": 60,
         "engine_hosts_per_node": 1,
         "replica_workers_per_node": 1,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_app import APP, BASE_URL, FAKE, PREFIX, fake_model
-from support import wait_for
+from support import app_folders, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +29,7 @@ def fake_app(ray_session: None, tiny_model_dir: Path, fake_data_dir: Path) -> It
     data = fake_data_dir
     config = {
         "engine_cls": FAKE,
-        "data_dir": str(data),
-        "store_dram_dir": str(data / "dram"),
-        "model_roots": [str(tiny_model_dir.parent)],
+        **app_folders(data, tiny_model_dir),
         "request_wait_timeout_s": 60,
         "request_body_timeout_s": 3,  # the slow-body test waits this long
         # Two, as on a node with 4 CPUs: the ingress fault test kills one; every other test
