@@ -27,7 +27,10 @@ from typing import Any
 import httpx
 import psutil
 
+from sllm_ray import ray_compat
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
+ray_compat.set_serve_node_env()  # the same, for Serve's controller
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO / "models" / "tiny-llama"
 APP = "sllm"

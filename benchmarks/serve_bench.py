@@ -25,7 +25,10 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from sllm_ray import ray_compat
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray starts: its workers inherit it
+ray_compat.set_serve_node_env()  # the same, for Serve's controller
 REPO = Path(__file__).resolve().parents[1]
 APP = "sllm"
 

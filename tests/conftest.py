@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sllm_ray import ray_compat
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ray_compat.set_serve_node_env()
 # Ray's metrics export, read by the metrics tests: every process reports each second.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 METRICS_PORT = 18080

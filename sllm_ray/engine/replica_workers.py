@@ -13,8 +13,9 @@ else as many as the node's largest burst of cold starts of the last ten minutes
 node itself (the worker processes that carry the hook and are idle), so a worker Ray
 reclaimed or an actor took is seen, and starts the missing ones only while no cold start
 is under way on the node (a worker's start takes a CPU-second or two the cold path would
-wait for); while more than one is left idle, one at a time and when the node's CPUs are
-not busy serving, for up to a minute.
+wait for): from ``CLAIM_QUIET_S`` after the last claim, so the worker a start took is back
+before the next start comes, not beside it. While more than one is left idle, one at a
+time and when the node's CPUs are not busy serving, for up to a minute.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ RUNTIME_ENV = {"env_vars": HOOK_ENV_VARS}
 # Idle workers are kept this long from Ray's idle-worker killing; the pool starts new ones
 # before then (a worker Ray reclaims is one the count no longer sees).
 KEEP_ALIVE_S = 3600
-# No worker starts within this long of a claim (the engine builds and first replies of a
-# burst of cold starts), nor again within it of the last request to the raylet (its
-# workers may not show as processes yet).
-QUIET_S = 4.0
+# No worker starts within this long of a claim: a start's engine build or wake and first
+# reply (0.3 to 0.7 s after its claim; each claim of a burst pushes it further). Starts
+# 4 s after the claim came back, on the 2-core machine, just as the next start of a model
+# cycling every 5 to 6 s (keep-alive 1 s) began, and made hot starts of 0.55 s take 1.4 to
+# 1.7 s (``benchmarks/cold_start.py``).
+CLAIM_QUIET_S = 1.5
+# Nor again within this long of the last request to the raylet: its workers may not show
+# as processes yet.
+SETTLE_S = 4.0
 # Nor while the node's CPUs are busier than this (a fraction, since the last count), for
 # up to BUSY_DEFER_S, while more than LOW_IDLE idle workers are left: a start takes a
 # CPU-second or two from the engines serving (8 clients on a warm model on 2 cores: 0.78x
@@ -110,7 +116,7 @@ def count_idle(cpu_seen: dict[int, float]) -> tuple[int, int]:
 
 def starts_now(missing: int, idle: int) -> int:
     """Workers to start in one go: all that are missing when at most ``LOW_IDLE`` are idle
-    (the next cold starts would wait for Ray's worker start), else one, ``QUIET_S`` apart.
+    (the next cold starts would wait for Ray's worker start), else one, ``SETTLE_S`` apart.
     Three started at once took both cores for seconds, and the hot starts that came
     meanwhile took 1.5 to 2.2 s instead of 0.6 s (``benchmarks/cold_start.py``, 2 cores)."""
     return missing if idle <= LOW_IDLE else min(missing, 1)
@@ -134,7 +140,7 @@ class ReplicaWorkers:
         """A replica started on the node, of this job and environment: the workers for the
         next ones get them, once the node is quiet."""
         self._worker_env = (job_id, runtime_env)
-        self._quiet_from = max(self._quiet_from, now + QUIET_S)
+        self._quiet_from = max(self._quiet_from, now + CLAIM_QUIET_S)
 
     def _env(self) -> tuple[str, str] | None:
         if self._worker_env is None and ray.is_initialized():
@@ -170,7 +176,7 @@ class ReplicaWorkers:
         if self._defer(busy, now):
             return
         count = starts_now(missing, self.idle)
-        self._quiet_from = now + QUIET_S
+        self._quiet_from = now + SETTLE_S
         try:
             await ray_compat.prestart_workers(self._node_id, *env, count, KEEP_ALIVE_S)
         except Exception as exc:  # only the next cold starts are slower for it

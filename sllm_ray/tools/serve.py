@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from sllm_ray import ray_compat
 from sllm_ray.config import ENV_PREFIX, app_config
 from sllm_ray.names import MANAGER_NAME
 
@@ -119,6 +120,7 @@ def run(config_path: Path, address: str | None) -> int:
     def on_signal(*_: object) -> None:
         (hurry if stop.is_set() else stop).set()
 
+    ray_compat.set_serve_node_env()  # for the local Ray this may start
     ray.init(address=address, namespace="serve", log_to_driver=False)
     # After ray.init: Ray's core worker installs a handler of its own.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,3 +33,14 @@ def test_the_rayservice_serves_configs_serve_yaml() -> None:
     expected = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
     expected["http_options"]["host"] = "0.0.0.0"
     assert serve_config == expected
+
+
+@pytest.mark.parametrize("name", ["cluster/ray-cluster.yaml", "cluster/ray-cluster.local.yaml", "Dockerfile"])
+def test_ray_nodes_start_with_the_serve_controller_settings(name: str) -> None:
+    """Where a config starts the Ray head itself (the image's entry point, ``ray up``), it
+    sets what ``ray_compat.SERVE_NODE_ENV`` says, as ``sllm-ray serve`` does."""
+    from sllm_ray.ray_compat import SERVE_NODE_ENV
+
+    text = (REPO / name).read_text()
+    for variable, value in SERVE_NODE_ENV.items():
+        assert f"{variable}={value}" in text

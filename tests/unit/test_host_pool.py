@@ -268,3 +268,33 @@ def test_a_build_slot_held_by_a_killed_process_is_free_again(tmp_path: Path) -> 
 
     assert asyncio.run(main()) >= 0.25
     holder.wait()
+
+
+def test_replica_workers_start_once_the_last_claims_start_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker taken by a start is replaced ``CLAIM_QUIET_S`` after its claim (not beside
+    the next start), one at a time while two are idle, ``SETTLE_S`` apart."""
+    from sllm_ray.engine import replica_workers
+    from sllm_ray.engine.replica_workers import CLAIM_QUIET_S, SETTLE_S, ReplicaWorkers
+
+    started: list[int] = []
+
+    async def prestart(node_id: str, job_id: str, env: str, count: int, keep_alive_s: int) -> None:
+        started.append(count)
+
+    monkeypatch.setattr(replica_workers, "count_idle", lambda seen: (2, 0))
+    monkeypatch.setattr(replica_workers.ray_compat, "prestart_workers", prestart)
+    monkeypatch.setattr(replica_workers.psutil, "cpu_percent", lambda interval: 10.0)
+    workers = ReplicaWorkers("node")
+    workers.claimed("01000000", "{}", now=100.0)
+
+    async def keep_at(now: float) -> None:
+        await workers.keep(4, now)
+
+    asyncio.run(keep_at(100.0 + CLAIM_QUIET_S - 0.1))
+    assert started == []  # the start is still under way
+    asyncio.run(keep_at(100.0 + CLAIM_QUIET_S))
+    assert started == [1]
+    asyncio.run(keep_at(100.0 + CLAIM_QUIET_S + SETTLE_S - 0.1))
+    assert started == [1]  # the raylet may not show the last one yet
+    asyncio.run(keep_at(100.0 + CLAIM_QUIET_S + SETTLE_S))
+    assert started == [1, 1]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
+import subprocess
+import sys
 
 import pytest
 from ray import serve
@@ -70,3 +73,17 @@ def test_a_worker_runs_the_setup_hook_its_runtime_env_names() -> None:
     assert "WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in source and "load_and_execute_setup_hook(" in source
     assert ray_compat.WORKER_SETUP_HOOK_ENV_VAR == "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
     assert importlib.util.find_spec(ray_compat.SERVE_REPLICA_MODULE) is not None
+
+
+def test_serves_controller_takes_its_loop_interval_from_the_nodes_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (name, value), *_ = ray_compat.SERVE_NODE_ENV.items()
+    monkeypatch.delenv(name, raising=False)
+    ray_compat.set_serve_node_env()
+    probe = "from ray.serve._private import constants; print(constants.CONTROL_LOOP_INTERVAL_S)"
+    read = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert float(read.stdout) == float(value)
+    monkeypatch.setenv(name, "0.2")  # an operator's own setting stays
+    ray_compat.set_serve_node_env()
+    assert os.environ[name] == "0.2"
