@@ -25,6 +25,16 @@ from sllm_ray.engine.interface import DEFAULT_ENGINE
 # OpenAI model ids are free-form; we accept the characters Hugging Face ids use. "#" is
 # excluded because Serve reserves it in deployment names.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+# The same for clients of the OpenAPI document (property-based testers generate from it):
+# "/"-separated segments, none empty, `.` or `..`. Only the sub-resource segments
+# (``SUBRESOURCES`` after the first) are left to the validator.
+MODEL_NAME_SCHEMA = {
+    "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*(/\.*[A-Za-z0-9_:-][A-Za-z0-9._:-]*)*$",
+    "minLength": 1,
+    "maxLength": 128,
+}
+# A model or adapter source: anything but blank.
+SOURCE_SCHEMA = {"pattern": r"\S", "minLength": 1}
 # The admin API's sub-resources of a model (``/v1/admin/models/{name}/<one of them>``).
 SUBRESOURCES = ("adapters", "warm")
 
@@ -219,8 +229,14 @@ def _json_value(value: Any, where: str) -> None:
 class AdapterConfig(_Strict):
     """A LoRA adapter on a base model, served under its own name."""
 
-    adapter: str = Field(description="Name clients put in the request's `model` field for it.")
-    source: str = Field(description="Folder in PEFT's layout (within model_roots), or a Hugging Face id.")
+    adapter: str = Field(
+        description="Name clients put in the request's `model` field for it.",
+        json_schema_extra=MODEL_NAME_SCHEMA,
+    )
+    source: str = Field(
+        description="Folder in PEFT's layout (within model_roots), or a Hugging Face id.",
+        json_schema_extra=SOURCE_SCHEMA,
+    )
 
     @field_validator("adapter")
     @classmethod
@@ -252,9 +268,12 @@ def _model_name(value: str) -> str:
 class ModelConfig(_Strict):
     """One served model: where its weights come from and how it is run and scaled."""
 
-    model: str = Field(description="Name clients put in the request's `model` field.")
+    model: str = Field(
+        description="Name clients put in the request's `model` field.", json_schema_extra=MODEL_NAME_SCHEMA
+    )
     model_source: str = Field(
-        description="Hugging Face model id or a local folder (relative paths: to the working dir)."
+        description="Hugging Face model id or a local folder (relative paths: to the working dir).",
+        json_schema_extra=SOURCE_SCHEMA,
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="vLLM engine arguments (AsyncEngineArgs fields)."

@@ -12,6 +12,9 @@ from sllm_ray import ray_compat
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray_compat.set_serve_node_env()
+# No test reaches the Hugging Face hub: a hub id is never answered, on any machine (a closed
+# port fails at once), so the registration checks of hub ids read the same everywhere.
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 # Ray's metrics export, read by the metrics tests: every process reports each second.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 METRICS_PORT = 18080

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sllm_ray.config import MODEL_NAME_SCHEMA
 from sllm_ray.errors import UnprocessableError, validation_error
 
 # backend_config keys that belong to ServerlessLLM's transformers backend or to its own
@@ -57,7 +58,7 @@ class SllmDelete(_Strict):
     """``POST /delete``'s body: the model, or with ``lora_adapters`` (names, or their
     ``{name: path}``) those adapters of it."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, json_schema_extra=MODEL_NAME_SCHEMA)
     lora_adapters: list[str] | dict[str, str] | None = None
 
 

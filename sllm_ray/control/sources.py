@@ -25,6 +25,11 @@ class SourceError(ValueError):
         self.param = param
 
 
+class HubUnreachableError(SourceError):
+    """The Hugging Face hub could not say whether a model exists, and it is not cached: not
+    the client's mistake, a registration to try again (503)."""
+
+
 def _check_model_folder(folder: Path, source: str) -> None:
     """A folder an engine can load: a config and weights (safetensors, or a checkpoint in
     the sllm-store format), so a wrong folder fails here, not in a replica later."""
@@ -90,8 +95,9 @@ HUB_TIMEOUT_S = 10.0
 def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str | None = None) -> None:
     """A hub id that names a model: one the hub has or, offline (``HF_HUB_OFFLINE``, the
     default of ``offline``) or when the hub cannot be reached, one in the local Hugging Face
-    cache (``cache_dir``: the default cache); else ``SourceError``. So a typo is a 422 at
-    registration, not a replica failing to download minutes later. Blocking (network)."""
+    cache (``cache_dir``: the default cache); else ``SourceError`` (``HubUnreachableError``
+    when the hub did not answer). So a typo is a 422 at registration, not a replica failing
+    to download minutes later. Blocking (network)."""
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import constants, model_info, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
@@ -115,7 +121,7 @@ def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str
         raise SourceError(f"model_source {repo_id!r} does not exist on the Hugging Face hub") from None
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         if not cached():
-            raise SourceError(
+            raise HubUnreachableError(
                 f"model_source {repo_id!r}: the Hugging Face hub cannot be reached "
                 f"({type(exc).__name__}) and the model is not in the local cache ({where})"
             ) from None
