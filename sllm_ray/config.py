@@ -265,8 +265,26 @@ def _model_name(value: str) -> str:
     return value
 
 
+# What the validators check across fields, for clients of the OpenAPI document: a model
+# with adapters runs vLLM's LoRA support (``control.adapters.lora_ready``).
+ADAPTERS_NEED_LORA_SCHEMA = {
+    "if": {"required": ["adapters"], "properties": {"adapters": {"minItems": 1}}},
+    "then": {
+        "required": ["engine_kwargs"],
+        "properties": {
+            "engine_kwargs": {
+                "required": ["enable_lora"],
+                "properties": {"enable_lora": {"const": True}, "runner": {"not": {"const": "pooling"}}},
+            }
+        },
+    },
+}
+
+
 class ModelConfig(_Strict):
     """One served model: where its weights come from and how it is run and scaled."""
+
+    model_config = ConfigDict(json_schema_extra=ADAPTERS_NEED_LORA_SCHEMA)
 
     model: str = Field(
         description="Name clients put in the request's `model` field.", json_schema_extra=MODEL_NAME_SCHEMA

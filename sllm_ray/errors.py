@@ -102,6 +102,16 @@ class ModelNotFoundError(OpenAIError):
             super().__init__(f"The model `{model}` does not exist.", param="model")
 
 
+class SourceNotFoundError(OpenAIError):
+    """A registration whose ``model_source`` names a model that cannot be found."""
+
+    status = 404
+    type = "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model_source")
+
+
 class MethodNotAllowedError(OpenAIError):
     """A method the path does not take; ``allow`` lists those it does (the ``Allow`` header)."""
 

@@ -8,11 +8,11 @@ their JSON (``model``, ``backend``, ``num_gpus``, ``auto_scaling_config``,
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sllm_ray.config import MODEL_NAME_SCHEMA
+from sllm_ray.config import MODEL_NAME_SCHEMA, AutoscalingConfig
 from sllm_ray.errors import UnprocessableError, validation_error
 
 # backend_config keys that belong to ServerlessLLM's transformers backend or to its own
@@ -41,16 +41,23 @@ class _Strict(BaseModel):
 _T = TypeVar("_T", bound=_Strict)
 
 
+def _bounded_as(ours: str) -> Any:
+    """A field of ServerlessLLM's that may be null, with the bounds of ours it becomes: one
+    place says them, and the OpenAPI document shows them for both."""
+    field = AutoscalingConfig.model_fields[ours]
+    return Annotated[field.annotation | None, *field.metadata]
+
+
 class SllmAutoscaling(_Strict):
     metric: Literal["concurrency"] = "concurrency"
-    target: float | None = None
-    min_instances: int | None = None
-    max_instances: int | None = None
-    keep_alive: float | None = None
+    target: _bounded_as("target_ongoing_requests") = None
+    min_instances: _bounded_as("min_replicas") = None
+    max_instances: _bounded_as("max_replicas") = None
+    keep_alive: _bounded_as("keep_alive_s") = None
 
     def ours(self) -> dict[str, Any]:
-        """Our ``autoscaling`` fields, those given only."""
-        given = self.model_dump(exclude_unset=True)
+        """Our ``autoscaling`` fields, those given only (null: ServerlessLLM's default, so ours)."""
+        given = self.model_dump(exclude_unset=True, exclude_none=True)
         return {ours: given[theirs] for theirs, ours in _AUTOSCALING.items() if theirs in given}
 
 

@@ -54,7 +54,7 @@ from sllm_ray.control.registry import (
 )
 from sllm_ray.control.rhythm import Rhythm, WarmHold, WarmRequest
 from sllm_ray.control.sources import (
-    HubUnreachableError,
+    HubModelNotFoundError,
     SourceError,
     check_engine_paths,
     check_hub_model,
@@ -65,7 +65,7 @@ from sllm_ray.errors import (
     ErrorReply,
     ModelNotFoundError,
     OpenAIError,
-    ServiceUnavailableError,
+    SourceNotFoundError,
     UnprocessableError,
     internal_error,
     validation_error,
@@ -76,8 +76,6 @@ from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
 
-# Retry-After of a registration whose hub id could not be checked (the hub did not answer).
-HUB_RETRY_S = 30
 # How often the manager looks for new nodes and reads what each store holds.
 NODE_SYNC_S = 5.0
 # How long readiness waits for the nodes' pools to report (a pool still starting answers
@@ -333,8 +331,8 @@ class ModelManager:
         if not Path(config.model_source).is_absolute():  # a hub id (folders are resolved absolute)
             try:
                 await asyncio.to_thread(check_hub_model, config.model_source)
-            except HubUnreachableError as exc:
-                raise ServiceUnavailableError(str(exc), HUB_RETRY_S) from None
+            except HubModelNotFoundError as exc:
+                raise SourceNotFoundError(str(exc)) from None
             except SourceError as exc:
                 raise UnprocessableError(str(exc), param=exc.param) from None
         await self._check_engine_kwargs(config)

@@ -25,9 +25,9 @@ class SourceError(ValueError):
         self.param = param
 
 
-class HubUnreachableError(SourceError):
-    """The Hugging Face hub could not say whether a model exists, and it is not cached: not
-    the client's mistake, a registration to try again (503)."""
+class HubModelNotFoundError(SourceError):
+    """A hub id this node can find nowhere: not on the hub, or (offline, or the hub not
+    answering) not in the local cache. A 404, as OpenAI answers a model it does not have."""
 
 
 def _check_model_folder(folder: Path, source: str) -> None:
@@ -95,9 +95,9 @@ HUB_TIMEOUT_S = 10.0
 def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str | None = None) -> None:
     """A hub id that names a model: one the hub has or, offline (``HF_HUB_OFFLINE``, the
     default of ``offline``) or when the hub cannot be reached, one in the local Hugging Face
-    cache (``cache_dir``: the default cache); else ``SourceError`` (``HubUnreachableError``
-    when the hub did not answer). So a typo is a 422 at registration, not a replica failing
-    to download minutes later. Blocking (network)."""
+    cache (``cache_dir``: the default cache); else ``HubModelNotFoundError``. So a typo is
+    refused at registration, not a replica failing to download minutes later. Blocking
+    (network)."""
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import constants, model_info, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
@@ -108,7 +108,7 @@ def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str
     where = cache_dir or constants.HF_HUB_CACHE
     if constants.HF_HUB_OFFLINE if offline is None else offline:
         if not cached():
-            raise SourceError(
+            raise HubModelNotFoundError(
                 f"model_source {repo_id!r} is not in the local Hugging Face cache ({where}), and "
                 "the hub is offline (HF_HUB_OFFLINE)"
             )
@@ -118,10 +118,11 @@ def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str
     except GatedRepoError:  # it exists; the engine hosts' token decides whether it loads
         return
     except RepositoryNotFoundError:
-        raise SourceError(f"model_source {repo_id!r} does not exist on the Hugging Face hub") from None
+        message = f"model_source {repo_id!r} does not exist on the Hugging Face hub"
+        raise HubModelNotFoundError(message) from None
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         if not cached():
-            raise HubUnreachableError(
+            raise HubModelNotFoundError(
                 f"model_source {repo_id!r}: the Hugging Face hub cannot be reached "
                 f"({type(exc).__name__}) and the model is not in the local cache ({where})"
             ) from None

@@ -135,9 +135,17 @@ def test_precision_is_refused_naming_it() -> None:
     assert info.value.param == "backend_config.precision"
 
 
-def test_out_of_bounds_instances_are_refused() -> None:
+def test_out_of_bounds_instances_are_refused_by_our_configs_bounds() -> None:
     with pytest.raises(UnprocessableError, match="max_instances"):  # was a 500 from Serve
         sllm_compat.register_body({"model": "m", "auto_scaling_config": {"max_instances": 1e29}})
-    body = sllm_compat.register_body({"model": "m", "auto_scaling_config": {"max_instances": 10**6}})
-    with pytest.raises(ValueError, match="max_replicas"):  # by our config's bound
-        ModelConfig.model_validate(body)
+    bounds = ModelConfig.model_json_schema()["$defs"]["AutoscalingConfig"]["properties"]
+    limit = bounds["max_replicas"]["maximum"]
+    assert bounds["min_replicas"]["maximum"] == limit
+    for their in ("max_instances", "min_instances"):
+        with pytest.raises(UnprocessableError, match=rf"{their}: Input should be less than or equal to"):
+            sllm_compat.register_body({"model": "m", "auto_scaling_config": {their: limit + 1}})
+    body = sllm_compat.register_body(
+        {"model": "m", "auto_scaling_config": {"min_instances": limit, "max_instances": limit}}
+    )
+    scaling = ModelConfig.model_validate(body).autoscaling
+    assert (scaling.min_replicas, scaling.max_replicas) == (limit, limit)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sllm_ray.control.sources import (
-    HubUnreachableError,
+    HubModelNotFoundError,
     SourceError,
     check_engine_paths,
     check_hub_model,
@@ -134,19 +134,19 @@ def _hf_cache(cache: Path, repo_id: str) -> None:
 def test_offline_a_hub_id_must_be_in_the_local_cache(tmp_path: Path) -> None:
     _hf_cache(tmp_path, "org/cached")
     check_hub_model("org/cached", offline=True, cache_dir=str(tmp_path))
-    with pytest.raises(SourceError, match=r"not in the local Hugging Face cache .*HF_HUB_OFFLINE"):
+    with pytest.raises(HubModelNotFoundError, match=r"not in the local Hugging Face cache .*HF_HUB_OFFLINE"):
         check_hub_model("org/typo", offline=True, cache_dir=str(tmp_path))
 
 
 def test_a_hub_that_does_not_answer_is_no_verdict_on_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Unreachable (a closed port here): a model in the cache is taken, any other is a
-    registration to try again later (503), not the client's mistake (422)."""
+    """Unreachable (a closed port here): a model in the cache is taken, any other is not
+    found."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     _hf_cache(tmp_path, "org/cached")
     check_hub_model("org/cached", offline=False, cache_dir=str(tmp_path))
-    with pytest.raises(HubUnreachableError, match=r"hub cannot be reached .*not in the local cache"):
+    with pytest.raises(HubModelNotFoundError, match=r"hub cannot be reached .*not in the local cache"):
         check_hub_model("org/elsewhere", offline=False, cache_dir=str(tmp_path))
