@@ -53,6 +53,7 @@ class EngineHost:
         self._gate = gate
         self._record = HostRecord(host_id=host_id, pid=os.getpid(), forked_at=time.time())
         self._engine: Engine | None = None
+        self._starting = False  # a start was asked for: a host builds one engine in its life
         self._keep_asleep = False
         self._server = ChannelServer(address, self._control)
         self.done = asyncio.Event()
@@ -86,16 +87,16 @@ class EngineHost:
         return self._engine
 
     async def _start(self, spec: EngineSpec) -> dict[str, Any]:
-        if self._engine is not None or self._record.engine_started_at is not None:
+        if self._starting:
             raise HostStateError(f"engine host {self._record.host_id} already built {self._record.model}")
+        self._starting = True
         use_devices(spec.device_ids)
         self._record.model = spec.model
         self._record.fingerprint = spec.fingerprint
         self._record.keep_asleep = spec.keep_asleep
-        self._record.engine_started_at = time.time()
         engine = self._engine_cls.for_host(spec)
         async with self._gate.slot() as waited:
-            self._record.engine_started_at = time.time()  # the build itself begins
+            self._record.engine_started_at = time.time()  # the build itself, after its slot
             try:
                 load = await engine.start()
             except Exception as exc:

@@ -224,6 +224,26 @@ def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> Non
     _run(scenario, sleep_limit=0)
 
 
+def test_a_host_builds_one_engine_a_second_start_while_it_builds_is_refused() -> None:
+    async def scenario(pool: HostPool) -> None:
+        replica = Replica()
+        lease = await pool.claim("r", replica.process.pid, "fp")
+        client = ChannelClient(lease.address, lease.pid)
+        spec = EngineSpec("m", "/models/m", {"fake_build_s": 0.3}, "fp")
+        first = asyncio.ensure_future(client.call("start", spec=spec.to_json()))
+        await asyncio.sleep(0.05)  # building
+        with pytest.raises(ChannelError, match="already built m"):
+            await client.call("start", spec=spec.to_json())
+        record = HostRecord.from_json(await first)
+        assert record.engine_started_at is not None and record.engine_ready_at is not None
+        with pytest.raises(ChannelError, match="already built m"):  # and after it
+            await client.call("start", spec=spec.to_json())
+        client.close()
+        replica.kill()
+
+    _run(scenario)
+
+
 def test_builds_beyond_the_nodes_slots_wait_for_one() -> None:
     async def scenario(pool: HostPool) -> None:
         replicas = [Replica() for _ in range(3)]
