@@ -6,8 +6,8 @@ budget). Both see the same arrivals at the same moments and share the machine's 
 Time is compressed by ``--speed``: the trace's keep-alive and histogram bin are given in
 trace seconds and divided by it, as the replay divides the arrival times.
 
-    python benchmarks/keep_alive.py                       # 1 h of trace at 10x: 6 min
-    python benchmarks/keep_alive.py --duration 1800 --models 3 --speed 20
+    python benchmarks/keep_alive.py                       # 2 h of trace, 8 models, at 20x: 6 min
+    python benchmarks/keep_alive.py --duration 3600 --models 4 --speed 10
 
 Target (issue 13, live): adaptive has at most half the fixed keep-alive's cold starts
 (cold-start fraction) at no more replica-seconds and memory GB-seconds. Prints one JSON
@@ -46,11 +46,12 @@ TARGETS = {"cold_start_fraction": 0.5, "replica_seconds": 1.0, "memory_gb_second
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=3600.0, help="seconds of trace")
-    parser.add_argument("--models", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=7200.0, help="seconds of trace")
+    parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--requests-per-model-hour", type=float, default=60.0)
-    parser.add_argument("--speed", type=float, default=10.0, help="time compression")
+    # Above the generator's 6: enough idle times per model for a histogram within 2 hours.
+    parser.add_argument("--requests-per-model-hour", type=float, default=12.0)
+    parser.add_argument("--speed", type=float, default=20.0, help="time compression")
     parser.add_argument("--keep-alive", type=float, default=300.0, help="fixed keep-alive, trace seconds")
     parser.add_argument("--bin-s", type=float, default=60.0, help="adaptive histogram bin, trace seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per policy")

@@ -263,15 +263,18 @@ class HostPool:
         replica_pid: int,
         fingerprint: str | None = None,
         worker_env: tuple[str, str] | None = None,
+        model: str | None = None,
     ) -> HostLease:
         """A host for ``replica`` (its process ``replica_pid``, watched so the host retires
         with it): the one whose engine with ``fingerprint`` sleeps here, else a ready one.
         ``worker_env``: the replica's job id and runtime environment, for the workers
-        started for the next replicas (``replica_workers``)."""
+        started for the next replicas (``replica_workers``); ``model``: its name, for
+        ``status`` (what each host's memory is held for)."""
         self.claims += 1
         if worker_env is not None:
             self._workers.claimed(*worker_env, time.monotonic())
         host = self._sleeper(fingerprint)
+        hot = host is not None
         if host is not None:
             self.hot_claims += 1
         else:
@@ -281,9 +284,10 @@ class HostPool:
                 logger.warning("engine launcher on node %s still preparing: %s waits", self._node_id, replica)
             host = self._ready.pop(0) if self._ready else await self._fork()
         host.state, host.since = SERVING, time.time()
+        host.model = host.model or model
         host.watches.append(self._spawn(self._watch_replica(host, replica_pid)))
         self._refill()
-        return HostLease(host.host_id, host.pid, host.address, asleep=host.model is not None)
+        return HostLease(host.host_id, host.pid, host.address, asleep=hot)
 
     def _sleeper(self, fingerprint: str | None) -> _Host | None:
         return self._sleeping.take(fingerprint)
@@ -370,7 +374,9 @@ class HostPool:
     # Reports.
 
     def _measure(self) -> None:
-        for host in self._ready:
+        """Every host's unique memory now: a ready one's sizes the pool, a serving or
+        sleeping one's is what its model holds (``sllm-ray replay``'s memory-seconds)."""
+        for host in self._hosts.values():
             with contextlib.suppress(psutil.Error):
                 host.uss = psutil.Process(host.pid).memory_full_info().uss
 

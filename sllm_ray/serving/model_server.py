@@ -170,7 +170,11 @@ class ModelServer:
         spec.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             lease: HostLease = await self._pool.claim.remote(
-                self._replica, os.getpid(), config.engine_fingerprint(), replica_workers.own_worker_env()
+                self._replica,
+                os.getpid(),
+                config.engine_fingerprint(),
+                replica_workers.own_worker_env(),
+                model=config.model,
             )
         except BaseException:
             spec.cancel()

@@ -224,10 +224,10 @@ def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> Non
     _run(scenario, sleep_limit=0)
 
 
-def test_a_host_builds_one_engine_a_second_start_while_it_builds_is_refused() -> None:
+def test_a_host_builds_one_engine_and_reports_its_memory_while_serving() -> None:
     async def scenario(pool: HostPool) -> None:
         replica = Replica()
-        lease = await pool.claim("r", replica.process.pid, "fp")
+        lease = await pool.claim("r", replica.process.pid, "fp", model="m")
         client = ChannelClient(lease.address, lease.pid)
         spec = EngineSpec("m", "/models/m", {"fake_build_s": 0.3}, "fp")
         first = asyncio.ensure_future(client.call("start", spec=spec.to_json()))
@@ -236,6 +236,8 @@ def test_a_host_builds_one_engine_a_second_start_while_it_builds_is_refused() ->
             await client.call("start", spec=spec.to_json())
         record = HostRecord.from_json(await first)
         assert record.engine_started_at is not None and record.engine_ready_at is not None
+        (host,) = [h for h in pool.status()["hosts"] if h["pid"] == lease.pid]
+        assert (host["state"], host["model"]) == ("serving", "m") and host["uss_bytes"] > 0
         with pytest.raises(ChannelError, match="already built m"):  # and after it
             await client.call("start", spec=spec.to_json())
         client.close()
