@@ -97,6 +97,33 @@ def model_body(
     }
 
 
+def keep_alive_body(
+    name: str, model_dir: Path, *, keep_alive_s: float, policy: str, bin_s: float, keep_asleep: bool = False
+) -> dict[str, Any]:
+    """``model_body`` with a keep-alive policy (``fixed`` or ``adaptive``) and its
+    histogram's bin width."""
+    body = model_body(name, model_dir, keep_alive_s=keep_alive_s, keep_asleep=keep_asleep)
+    body["autoscaling"] |= {"keep_alive": policy, "keep_alive_bin_s": bin_s}
+    return body
+
+
+def generated_trace_args(args: argparse.Namespace, *more: str) -> argparse.Namespace:
+    """``sllm-ray replay``'s arguments for the generated trace of a benchmark's own
+    ``--models``, ``--duration``, ``--seed`` and ``--requests-per-model-hour``, and ``more``."""
+    from sllm_ray.workload import replay
+
+    parser = argparse.ArgumentParser()
+    replay.add_arguments(parser)
+    return parser.parse_args(
+        [
+            "--generate",
+            *("--models", str(args.models), "--duration", str(args.duration), "--seed", str(args.seed)),
+            *("--requests-per-model-hour", str(args.requests_per_model_hour)),
+            *more,
+        ]
+    )
+
+
 def completion_body(model: str, max_tokens: int) -> dict[str, Any]:
     return {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
 

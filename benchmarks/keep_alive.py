@@ -28,9 +28,10 @@ from common import (
     ensure_model,
     fmt,
     format_table,
+    generated_trace_args,
+    keep_alive_body,
     log,
     machine,
-    model_body,
     ratio,
     server,
     verdict,
@@ -57,25 +58,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per policy")
 
 
-def _replay_args(args: argparse.Namespace) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    replay.add_arguments(parser)
-    return parser.parse_args(
-        [
-            "--generate",
-            *("--models", str(args.models), "--duration", str(args.duration), "--seed", str(args.seed)),
-            *("--requests-per-model-hour", str(args.requests_per_model_hour)),
-            *("--speed", str(args.speed), "--concurrency", str(args.concurrency)),
-        ]
-    )
-
-
 def _register(srv: Server, args: argparse.Namespace, models: list[str], model_dir: Path) -> None:
     for policy in POLICIES:
         for model in models:
-            body = model_body(f"{policy}-{model}", model_dir, keep_alive_s=args.keep_alive / args.speed)
-            body["autoscaling"] |= {"keep_alive": policy, "keep_alive_bin_s": args.bin_s / args.speed}
-            srv.register(body)
+            srv.register(
+                keep_alive_body(
+                    f"{policy}-{model}",
+                    model_dir,
+                    keep_alive_s=args.keep_alive / args.speed,
+                    policy=policy,
+                    bin_s=args.bin_s / args.speed,
+                )
+            )
 
 
 async def _both(srv: Server, replay_args: argparse.Namespace, trace: Trace) -> dict[str, Any]:
@@ -97,7 +91,9 @@ async def _both(srv: Server, replay_args: argparse.Namespace, trace: Trace) -> d
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = ensure_model(args.model_dir)
-    replay_args = _replay_args(args)
+    replay_args = generated_trace_args(
+        args, "--speed", str(args.speed), "--concurrency", str(args.concurrency)
+    )
     trace = replay.load_trace(replay_args)
     log(
         f"trace: {len(trace.requests)} requests, {len(trace.models)} models, {trace.duration_s:g} s "

@@ -16,7 +16,20 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from common import Server, cli, ensure_model, fmt, format_table, log, machine, model_body, server, verdict
+from common import (
+    Server,
+    cli,
+    ensure_model,
+    fmt,
+    format_table,
+    generated_trace_args,
+    keep_alive_body,
+    log,
+    machine,
+    model_body,
+    server,
+    verdict,
+)
 
 from sllm_ray.simulator.calibration import DEFAULT_PATH, load
 from sllm_ray.simulator.core import Cluster, Simulation
@@ -38,28 +51,23 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", type=Path, default=DEFAULT_PATH)
 
 
-def _replay_args(args: argparse.Namespace) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    replay.add_arguments(parser)
-    return parser.parse_args(
-        [
-            "--generate",
-            *("--models", str(args.models), "--duration", str(args.duration), "--seed", str(args.seed)),
-            *("--requests-per-model-hour", str(args.requests_per_model_hour)),
-        ]
-    )
-
-
 def _register(srv: Server, args: argparse.Namespace, models: list[str], model_dir: Path) -> None:
     for name in models:
-        body = model_body(name, model_dir, keep_alive_s=args.keep_alive, keep_asleep=True)
-        body["autoscaling"] |= {"keep_alive": args.keep_alive_policy, "keep_alive_bin_s": args.bin_s}
-        srv.register(body)
+        srv.register(
+            keep_alive_body(
+                name,
+                model_dir,
+                keep_alive_s=args.keep_alive,
+                policy=args.keep_alive_policy,
+                bin_s=args.bin_s,
+                keep_asleep=True,
+            )
+        )
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = ensure_model(args.model_dir)
-    replay_args = _replay_args(args)
+    replay_args = generated_trace_args(args)
     trace = replay.load_trace(replay_args)
     log(f"trace: {len(trace.requests)} requests, {len(trace.models)} models, {trace.duration_s:g} s")
     with server(args) as srv:
