@@ -223,6 +223,7 @@ class ModelManager:
         self._rhythm = Rhythm()
         # Model -> the task that hands Serve the model's config again when its hold ends.
         self._releases: dict[str, asyncio.Task[None]] = {}
+        self._prewarms: dict[str, asyncio.Task[None]] = {}  # model -> its next pre-warm's timer
         # Model -> the removal of its application after a failed start, until done.
         self._stopping: dict[str, asyncio.Task[None]] = {}
         seeded = self._registry.seed([self._checked(m) for m in config.models])
@@ -769,9 +770,9 @@ class ModelManager:
         self._preferred.pop(name, None)
         self._last_used.pop(name, None)
         self._rhythm.forget(name)
-        release = self._releases.pop(name, None)
-        if release is not None:
-            release.cancel()
+        for pending in (self._releases.pop(name, None), self._prewarms.pop(name, None)):
+            if pending is not None:
+                pending.cancel()
         return {"model": name, "deleted": True}
 
     def _replicas(self, apps: dict[str, Any], record: ModelRecord) -> dict[str, int]:
@@ -788,6 +789,14 @@ class ModelManager:
         if record.state == DELETING:
             raise ModelNotFoundError(name)
         return record
+
+    def _record_or_none(self, name: str) -> ModelRecord | None:
+        """The model's valid record, None when it is gone, going or invalid."""
+        try:
+            record = self._lookup(name)
+        except ModelNotFoundError:
+            return None
+        return record if isinstance(record, ModelRecord) else None
 
     def _get(self, name: str) -> ModelRecord:
         record = self._lookup(name)
@@ -831,6 +840,29 @@ class ModelManager:
         record = self._deployed.get(name)
         if record is not None:
             self._rhythm.observe(name, now, record.autoscaling.keep_alive_bin_s)
+            self._schedule_prewarm(name)
+
+    def _schedule_prewarm(self, name: str) -> None:
+        """Start the model's pre-warm hold on time after this arrival: the node sync looks
+        only every ``NODE_SYNC_S`` (5 s late at worst, a tenth of a 1-minute bin, and more
+        than a whole bin of a replay compressed 20 times)."""
+        pending = self._prewarms.pop(name, None)
+        if pending is not None:
+            pending.cancel()
+        record = self._record_or_none(name)
+        at = None if record is None else self._rhythm.prewarm_at(record.config)
+        if at is not None:
+            self._prewarms[name] = asyncio.get_running_loop().create_task(self._prewarm(name, at))
+
+    async def _prewarm(self, name: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        record = self._record_or_none(name)
+        if record is None or self._failures.get(name) is not None:
+            return
+        hold = self._rhythm.prewarm_due(record.config, time.time())
+        if hold is not None:
+            logger.info("pre-warming %s until %.0f (adaptive keep-alive)", name, hold.until)
+            await self._hold(record.config, hold)
 
     async def nodes(self) -> list[dict[str, Any]]:
         """Each node's engine hosts (``pool_ready``: can it hand out a host now) and what its

@@ -84,6 +84,15 @@ class Rhythm:
         )
         return histogram.windows(config.autoscaling.keep_alive_s)
 
+    def prewarm_at(self, config: ModelConfig) -> float | None:
+        """When the hold of an adaptive model's next pre-warm is due (``time.time()``): its
+        pre-warm window after its last arrival; None without one."""
+        windows, state = self.windows(config), self._models.get(config.model)
+        if windows is None or windows.prewarm_s <= 0 or state is None:
+            return None
+        last = state.histogram.last_arrival
+        return None if last is None else last + windows.prewarm_s
+
     def prewarm_due(self, config: ModelConfig, now: float) -> WarmHold | None:
         """The hold to start now for an adaptive model whose pre-warm time has come."""
         windows, state = self.windows(config), self._models.get(config.model)

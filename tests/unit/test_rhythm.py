@@ -45,3 +45,16 @@ def test_a_warm_request_is_validated() -> None:
         WarmRequest.model_validate({"replicas": 0})
     with pytest.raises(ValidationError):
         WarmRequest.model_validate({"for_s": 1, "extra": True})
+
+
+def test_a_prewarm_is_due_its_window_after_the_last_arrival() -> None:
+    """What the manager's timer waits for: on time, not at its node sync's next look."""
+    rhythm, config = Rhythm(), model(keep_alive="adaptive", keep_alive_s=300)
+    assert rhythm.prewarm_at(config) is None  # no arrivals yet
+    for i in range(12):
+        rhythm.observe("m", 600.0 * i, bin_s=60.0)
+    last = 600.0 * 11
+    assert rhythm.prewarm_at(config) == last + 540  # the 5th percentile, less 10 %
+    assert rhythm.prewarm_due(config, last + 539) is None
+    assert rhythm.prewarm_due(config, last + 540) is not None
+    assert rhythm.prewarm_at(model(keep_alive_s=30)) is None  # fixed: never
