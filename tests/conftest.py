@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sllm_ray import ray_compat
-
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ray_compat.set_serve_node_env()
 # No test reaches the Hugging Face hub: a hub id is never answered, on any machine (a closed
 # port fails at once), so the registration checks of hub ids read the same everywhere.
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
@@ -30,6 +27,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """A local Ray instance owned by this test session; only it is shut down."""
+    from sllm_ray import ray_compat
+
+    # Here, not at import: importing Ray reads its settings (tests/netns sets its own first).
+    ray_compat.set_serve_node_env()
     import ray
     from ray import serve
 
