@@ -109,11 +109,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     met = {key: ratios[key] is not None and ratios[key] <= bound for key, bound in TARGETS.items()}
     return {
         "machine": machine(),
-        "trace": {
-            "requests": len(trace.requests),
-            "models": len(trace.models),
-            "duration_s": trace.duration_s,
-        },
+        "trace": trace.summary(),
         "speed": args.speed,
         "keep_alive_s": args.keep_alive,
         "bin_s": args.bin_s,

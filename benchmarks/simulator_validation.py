@@ -90,11 +90,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     return {
         "machine": machine(),
-        "trace": {
-            "requests": len(trace.requests),
-            "models": len(trace.models),
-            "duration_s": trace.duration_s,
-        },
+        "trace": trace.summary(),
         "keep_alive": {
             "policy": args.keep_alive_policy,
             "keep_alive_s": args.keep_alive,

@@ -837,10 +837,11 @@ class ModelManager:
 
     async def touch(self, name: str) -> None:
         self._last_used[name] = now = time.time()
-        record = self._deployed.get(name)
-        if record is not None:
-            self._rhythm.observe(name, now, record.autoscaling.keep_alive_bin_s)
-            self._schedule_prewarm(name)
+        deployed = self._deployed.get(name)
+        if deployed is not None:
+            self._rhythm.observe(name, now, deployed.autoscaling.keep_alive_bin_s)
+            if deployed.autoscaling.keep_alive == "adaptive":  # a fixed one never pre-warms
+                self._schedule_prewarm(name)
 
     def _schedule_prewarm(self, name: str) -> None:
         """Start the model's pre-warm hold on time after this arrival: the node sync looks

@@ -84,22 +84,30 @@ class Rhythm:
         )
         return histogram.windows(config.autoscaling.keep_alive_s)
 
+    def _next_prewarm(self, config: ModelConfig) -> tuple[_Model, float, Windows] | None:
+        """An adaptive model's state, last arrival and windows, when it has a pre-warm."""
+        windows, state = self.windows(config), self._models.get(config.model)
+        if windows is None or windows.prewarm_s <= 0 or state is None:
+            return None
+        last = state.histogram.last_arrival
+        return None if last is None else (state, last, windows)
+
     def prewarm_at(self, config: ModelConfig) -> float | None:
         """When the hold of an adaptive model's next pre-warm is due (``time.time()``): its
         pre-warm window after its last arrival; None without one."""
-        windows, state = self.windows(config), self._models.get(config.model)
-        if windows is None or windows.prewarm_s <= 0 or state is None:
+        upcoming = self._next_prewarm(config)
+        if upcoming is None:
             return None
-        last = state.histogram.last_arrival
-        return None if last is None else last + windows.prewarm_s
+        _, last, windows = upcoming
+        return last + windows.prewarm_s
 
     def prewarm_due(self, config: ModelConfig, now: float) -> WarmHold | None:
         """The hold to start now for an adaptive model whose pre-warm time has come."""
-        windows, state = self.windows(config), self._models.get(config.model)
-        if windows is None or windows.prewarm_s <= 0 or state is None:
+        upcoming = self._next_prewarm(config)
+        if upcoming is None:
             return None
-        last = state.histogram.last_arrival
-        if last is None or state.prewarmed_after == last or now < last + windows.prewarm_s:
+        state, last, windows = upcoming
+        if state.prewarmed_after == last or now < last + windows.prewarm_s:
             return None
         state.prewarmed_after = last
         end = last + windows.prewarm_s + windows.keep_alive_s

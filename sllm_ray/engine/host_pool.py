@@ -275,7 +275,7 @@ class HostPool:
             self._workers.claimed(*worker_env, time.monotonic())
         host = self._sleeper(fingerprint)
         hot = host is not None
-        if host is not None:
+        if hot:
             self.hot_claims += 1
         else:
             self._sizing.cold_claim(time.monotonic())

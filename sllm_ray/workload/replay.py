@@ -270,11 +270,7 @@ async def replay(
     models = set(mapping.values())
     per_model = {m: summary([o for o in outcomes if o.model == m], driver.usage, {m}) for m in sorted(models)}
     result = {
-        "trace": {
-            "requests": len(trace.requests),
-            "models": len(trace.models),
-            "duration_s": trace.duration_s,
-        },
+        "trace": trace.summary(),
         "overall": summary(outcomes, driver.usage, models),
         "models": per_model,
     }

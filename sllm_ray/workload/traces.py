@@ -49,6 +49,10 @@ class Trace:
         """By first request."""
         return list(dict.fromkeys(r.model for r in self.requests))
 
+    def summary(self) -> dict[str, float | int]:
+        """Its size, as ``sllm-ray replay`` and the benchmarks report it."""
+        return {"requests": len(self.requests), "models": len(self.models), "duration_s": self.duration_s}
+
     @staticmethod
     def of(requests: Iterable[Request], duration_s: float | None = None) -> Trace:
         ordered = sorted(requests, key=lambda r: r.at)
