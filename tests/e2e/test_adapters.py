@@ -17,8 +17,9 @@ import httpx
 import openai
 import pytest
 from app_under_test import ENGINE_KWARGS
-from support import sllm_auto_scaling
+from support import sllm_auto_scaling, wait_for
 
+from sllm_ray.control.manager import NODE_SYNC_S
 from sllm_ray.tools.tiny_lora import make_tiny_lora
 
 BASE = "sllm-lora-base"
@@ -101,10 +102,15 @@ def test_adapters_answer_differently_from_the_base_and_each_other(
     assert [a["adapter"] for a in described["config"]["adapters"]] == ["lora-a", "lora-b"]
     # ServerlessLLM v1-beta's `name:backend` form.
     assert _text(client, f"{base}:vllm") == plain
+
     # vLLM loaded both from the node's store, which copied each in once and holds it in DRAM.
-    (node,) = admin.get("/status").json()["nodes"]
-    held = node["store"]["adapters"]["adapters"]
-    assert all(any(key.startswith(f"{name}-") for key in held) for name in ("lora-a", "lora-b")), held
+    # `/status` shows what the manager last read of the store (every NODE_SYNC_S).
+    def both_held() -> bool:
+        (node,) = admin.get("/status").json()["nodes"]
+        held = node["store"]["adapters"]["adapters"]
+        return all(any(key.startswith(f"{name}-") for key in held) for name in ("lora-a", "lora-b"))
+
+    wait_for(both_held, 3 * NODE_SYNC_S, "the node's store to hold both adapters")
 
 
 def test_adapters_are_checked_at_registration(
