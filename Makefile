@@ -10,8 +10,9 @@ DEMO_MODEL := models/tiny-llama
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 SLLM_CLI_VENV := .venv-sllm-cli
+SCHEMATHESIS_VENV := .venv-schemathesis
 
-.PHONY: setup tools demo-model sllm-cli run test test-fast unit lint bench clean
+.PHONY: setup tools demo-model sllm-cli run test test-fast unit lint contract bench clean
 
 setup: $(STAMP) tools
 
@@ -74,8 +75,18 @@ lint: setup
 	$(VENV)/bin/ruff check sllm_ray tests benchmarks
 	$(VENV)/bin/ruff format --check sllm_ray tests benchmarks
 
+# By hand, not in CI: schemathesis (`st run --checks all`, in an environment of its own: it
+# pins other versions of the HTTP stack) against the fake-engine app; ARGS adds `st run`
+# arguments, e.g. ARGS='--max-examples 200'.
+contract: setup $(SCHEMATHESIS_VENV)/bin/st
+	ST=$(SCHEMATHESIS_VENV)/bin/st PY=$(PY) bash tests/contract/run.sh
+
+$(SCHEMATHESIS_VENV)/bin/st:
+	test -x $(SCHEMATHESIS_VENV)/bin/python || $(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install -q schemathesis==4.32.5
+
 bench: setup demo-model
 	$(PY) benchmarks/serve_bench.py
 
 clean:
-	rm -rf $(VENV) $(SLLM_CLI_VENV) $(DEMO_MODEL) .pytest_cache
+	rm -rf $(VENV) $(SLLM_CLI_VENV) $(SCHEMATHESIS_VENV) $(DEMO_MODEL) .pytest_cache

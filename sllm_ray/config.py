@@ -58,6 +58,9 @@ MAX_BYTES = 2**50  # memory and byte budgets: 1 PiB
 # Largest magnitude of any number in engine_kwargs: integers beyond it are not exact as
 # JSON numbers elsewhere (2**53), and no vLLM argument needs more.
 MAX_ENGINE_NUMBER = 2**53
+# The bound in the OpenAPI document, as an extension: JSON Schema has no keyword for the
+# numbers at any depth of a free-form object (tests/contract/hooks.py reads it).
+ENGINE_NUMBERS_SCHEMA = {"x-max-number-magnitude": MAX_ENGINE_NUMBER}
 # Bounds of the vLLM engine arguments that size an engine, checked before vLLM sees them
 # (``max_model_len: -1`` would otherwise be stored and fail in every replica).
 ENGINE_ARG_BOUNDS: dict[str, tuple[float, float]] = {
@@ -294,7 +297,9 @@ class ModelConfig(_Strict):
         json_schema_extra=SOURCE_SCHEMA,
     )
     engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="vLLM engine arguments (AsyncEngineArgs fields)."
+        default_factory=dict,
+        description="vLLM engine arguments (AsyncEngineArgs fields).",
+        json_schema_extra=ENGINE_NUMBERS_SCHEMA,
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)

@@ -103,13 +103,14 @@ class ModelNotFoundError(OpenAIError):
 
 
 class SourceNotFoundError(OpenAIError):
-    """A registration whose ``model_source`` names a model that cannot be found."""
+    """A registration whose ``model_source`` (or an adapter's ``source``) names a model or a
+    folder that cannot be found."""
 
     status = 404
     type = "invalid_request_error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, param="model_source")
+    def __init__(self, message: str, param: str = "model_source") -> None:
+        super().__init__(message, param=param)
 
 
 class MethodNotAllowedError(OpenAIError):

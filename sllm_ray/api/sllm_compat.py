@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sllm_ray.config import MODEL_NAME_SCHEMA, AutoscalingConfig
+from sllm_ray.config import ENGINE_NUMBERS_SCHEMA, MODEL_NAME_SCHEMA, AutoscalingConfig, ResourceConfig
 from sllm_ray.errors import UnprocessableError, validation_error
 
 # backend_config keys that belong to ServerlessLLM's transformers backend or to its own
@@ -41,10 +41,10 @@ class _Strict(BaseModel):
 _T = TypeVar("_T", bound=_Strict)
 
 
-def _bounded_as(ours: str) -> Any:
-    """A field of ServerlessLLM's that may be null, with the bounds of ours it becomes: one
-    place says them, and the OpenAPI document shows them for both."""
-    field = AutoscalingConfig.model_fields[ours]
+def _bounded_as(ours: str, model: type[BaseModel] = AutoscalingConfig) -> Any:
+    """A field of ServerlessLLM's that may be null, with the bounds of ours (of ``model``) it
+    becomes: one place says them, and the OpenAPI document shows them for both."""
+    field = model.model_fields[ours]
     return Annotated[field.annotation | None, *field.metadata]
 
 
@@ -74,9 +74,9 @@ class SllmDeploy(SllmDelete):
     model's, of ``/update``."""
 
     backend: Literal["vllm"] = "vllm"
-    num_gpus: float | None = None
+    num_gpus: _bounded_as("num_gpus", ResourceConfig) = None
     auto_scaling_config: SllmAutoscaling | None = None
-    backend_config: dict[str, Any] | None = None
+    backend_config: dict[str, Any] | None = Field(None, json_schema_extra=ENGINE_NUMBERS_SCHEMA)
 
     def engine_kwargs(self) -> dict[str, Any]:
         config = self.backend_config or {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sllm_ray.config import AdapterConfig, ModelConfig
-from sllm_ray.control.sources import SourceError, inside_roots, is_hub_id
+from sllm_ray.control.sources import SourceError, SourceNotFound, inside_roots, is_hub_id
 
 # vLLM's own default of ``max_lora_rank`` (``LoRAConfig``, 0.32), used when the base sets none.
 DEFAULT_MAX_LORA_RANK = 16
@@ -94,7 +94,7 @@ def checked_adapter(
         return adapter
     folder = inside_roots(source, roots, base_dir, "source")
     if not folder.is_dir():
-        raise SourceError(f"adapter folder {source!r} does not exist", "source")
+        raise SourceNotFound(f"adapter folder {source!r} does not exist", "source")
     config = _read_config(folder, source)
     if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
         raise SourceError(

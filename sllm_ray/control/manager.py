@@ -54,8 +54,8 @@ from sllm_ray.control.registry import (
 )
 from sllm_ray.control.rhythm import Rhythm, WarmHold, WarmRequest
 from sllm_ray.control.sources import (
-    HubModelNotFoundError,
     SourceError,
+    SourceNotFound,
     check_engine_paths,
     check_hub_model,
     resolve_source,
@@ -75,6 +75,13 @@ from sllm_ray.names import ON_HEAD, model_app_name, model_app_prefix
 from sllm_ray.serving.model_server import build_model_deployment
 
 logger = logging.getLogger(__name__)
+
+
+def _refused(exc: SourceError, param: str | None = None) -> OpenAIError:
+    """A refused source or path as the client sees it: a 404 when it names nothing, else a 422."""
+    kind = SourceNotFoundError if isinstance(exc, SourceNotFound) else UnprocessableError
+    return kind(str(exc), param=param or exc.param)
+
 
 # How often the manager looks for new nodes and reads what each store holds.
 NODE_SYNC_S = 5.0
@@ -258,7 +265,7 @@ class ModelManager:
             source = resolve_source(config.model_source, roots, allow_hub=allow_hub, base=self._base)
             check_engine_paths(config.engine_kwargs, roots, allow_hub=allow_hub, base=self._base)
         except SourceError as exc:
-            raise UnprocessableError(str(exc), param=exc.param) from None
+            raise _refused(exc) from None
         config = config.model_copy(update={"model_source": source})
         return config.model_copy(
             update={"adapters": [self._checked_adapter(a, config) for a in config.adapters]}
@@ -275,7 +282,7 @@ class ModelManager:
             )
         except SourceError as exc:
             prefix = "" if exc.param.startswith("engine_kwargs") else "adapters."
-            raise UnprocessableError(str(exc), param=prefix + exc.param) from None
+            raise _refused(exc, prefix + exc.param) from None
 
     def _name_taken(self, name: str, base: str, param: str) -> None:
         """A 409 when ``name`` is another model's, or an adapter of a model other than
@@ -332,10 +339,8 @@ class ModelManager:
         if not Path(config.model_source).is_absolute():  # a hub id (folders are resolved absolute)
             try:
                 await asyncio.to_thread(check_hub_model, config.model_source)
-            except HubModelNotFoundError as exc:
-                raise SourceNotFoundError(str(exc)) from None
             except SourceError as exc:
-                raise UnprocessableError(str(exc), param=exc.param) from None
+                raise _refused(exc) from None
         await self._check_engine_kwargs(config)
         _check_max_model_len(config)
         await self._check_fit(config)

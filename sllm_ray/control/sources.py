@@ -25,9 +25,10 @@ class SourceError(ValueError):
         self.param = param
 
 
-class HubModelNotFoundError(SourceError):
-    """A hub id this node can find nowhere: not on the hub, or (offline, or the hub not
-    answering) not in the local cache. A 404, as OpenAI answers a model it does not have."""
+class SourceNotFound(SourceError):
+    """A source that names nothing: a folder that does not exist, or a hub id this node can
+    find nowhere (not a valid id, not on the hub, or, offline or the hub not answering, not
+    in the local cache). A 404, as OpenAI answers a model it does not have."""
 
 
 def _check_model_folder(folder: Path, source: str) -> None:
@@ -77,7 +78,7 @@ def resolve_source(
     candidate = base / Path(source).expanduser()
     if candidate.exists() or _looks_local(source, roots, base):
         if not candidate.resolve().is_dir():
-            raise SourceError(f"model_source folder {source!r} does not exist")
+            raise SourceNotFound(f"model_source folder {source!r} does not exist")
         real = inside_roots(source, roots, base, "model_source")
         _check_model_folder(real, source)
         return str(real)
@@ -85,7 +86,7 @@ def resolve_source(
         if not allow_hub:
             raise SourceError("hub model ids are disabled here (allow_hub_models: false)")
         return source
-    raise SourceError(f"model_source {source!r} is neither an existing folder nor a Hugging Face id")
+    raise SourceNotFound(f"model_source {source!r} is neither an existing folder nor a Hugging Face id")
 
 
 # How long the hub may take to say whether a model exists, at registration.
@@ -95,20 +96,30 @@ HUB_TIMEOUT_S = 10.0
 def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str | None = None) -> None:
     """A hub id that names a model: one the hub has or, offline (``HF_HUB_OFFLINE``, the
     default of ``offline``) or when the hub cannot be reached, one in the local Hugging Face
-    cache (``cache_dir``: the default cache); else ``HubModelNotFoundError``. So a typo is
+    cache (``cache_dir``: the default cache); else ``SourceNotFound``. So a typo is
     refused at registration, not a replica failing to download minutes later. Blocking
     (network)."""
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import constants, model_info, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
 
     def cached() -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir), str)
 
+    try:
+        validate_repo_id(repo_id)  # the hub's own rules: lengths and characters our pattern does not check
+    except HFValidationError as exc:
+        raise SourceNotFound(f"model_source {repo_id!r} cannot be a Hugging Face id: {exc}") from None
     where = cache_dir or constants.HF_HUB_CACHE
     if constants.HF_HUB_OFFLINE if offline is None else offline:
         if not cached():
-            raise HubModelNotFoundError(
+            raise SourceNotFound(
                 f"model_source {repo_id!r} is not in the local Hugging Face cache ({where}), and "
                 "the hub is offline (HF_HUB_OFFLINE)"
             )
@@ -119,10 +130,10 @@ def check_hub_model(repo_id: str, *, offline: bool | None = None, cache_dir: str
         return
     except RepositoryNotFoundError:
         message = f"model_source {repo_id!r} does not exist on the Hugging Face hub"
-        raise HubModelNotFoundError(message) from None
+        raise SourceNotFound(message) from None
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         if not cached():
-            raise HubModelNotFoundError(
+            raise SourceNotFound(
                 f"model_source {repo_id!r}: the Hugging Face hub cannot be reached "
                 f"({type(exc).__name__}) and the model is not in the local cache ({where})"
             ) from None

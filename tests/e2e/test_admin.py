@@ -116,7 +116,6 @@ def test_invalid_registrations_store_nothing(
         ({"model": "bad-2", "model_source": source, "autoscaling": {"min_replicas": 3}}, "must not exceed"),
         ({"model": "bad-3", "model_source": source, "autoscaling": {"keep_alive_s": -5}}, "keep_alive_s"),
         ({"model": "bad-4", "model_source": source, "max_queued_requests": -1}, "max_queued_requests"),
-        ({"model": "bad-5", "model_source": f"{source}-missing"}, "does not exist"),
         ({"model": "bad-6", "model_source": str(outside)}, "outside the allowed model roots"),
         ({"model": "bad-7", "model_source": f"{source}/../../{outside.parent.name}"}, "outside"),
         ({"model": "bad-8", "model_source": source, "engine_kwargs": {"no_such_arg": 1}}, "no_such_arg"),
@@ -128,6 +127,8 @@ def test_invalid_registrations_store_nothing(
     ]
     for body, fragment in cases:
         assert _is_error(admin.post("/v1/admin/models", json=body), 422, fragment)
+    missing = {"model": "bad-5", "model_source": f"{source}-missing"}  # names nothing: a 404
+    assert _is_error(admin.post("/v1/admin/models", json=missing), 404, "does not exist")
     assert _is_error(admin.post("/v1/admin/models", json={"model": "tiny", "model_source": source}), 409)
     assert _is_error(admin.post("/v1/admin/models", content=b"{nope"), 400)
     names = [m["model"] for m in admin.get("/v1/admin/models").json()["data"]]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sllm_ray.control.sources import (
-    HubModelNotFoundError,
     SourceError,
+    SourceNotFound,
     check_engine_paths,
     check_hub_model,
     resolve_source,
@@ -63,8 +63,10 @@ def test_hub_ids_can_be_disabled(base: Path) -> None:
     ],
 )
 def test_rejected_sources(base: Path, source: str, fragment: str) -> None:
-    with pytest.raises(SourceError, match=fragment):
+    with pytest.raises(SourceError, match=fragment) as refused:
         resolve_source(source, ["models"], base=base)
+    # A source that names nothing is a 404; one outside the roots is refused (a 422).
+    assert isinstance(refused.value, SourceNotFound) == (fragment in ("does not exist", "neither"))
 
 
 def test_symlinks_cannot_escape_the_roots(base: Path) -> None:
@@ -131,10 +133,16 @@ def _hf_cache(cache: Path, repo_id: str) -> None:
     (snapshot / "config.json").write_text("{}")
 
 
+def test_an_id_the_hub_cannot_have_is_not_found(tmp_path: Path) -> None:
+    """Our pattern takes any length; the hub's own rules (at most 96 characters) do not."""
+    with pytest.raises(SourceNotFound, match="cannot be a Hugging Face id"):
+        check_hub_model("0" * 127, offline=True, cache_dir=str(tmp_path))
+
+
 def test_offline_a_hub_id_must_be_in_the_local_cache(tmp_path: Path) -> None:
     _hf_cache(tmp_path, "org/cached")
     check_hub_model("org/cached", offline=True, cache_dir=str(tmp_path))
-    with pytest.raises(HubModelNotFoundError, match=r"not in the local Hugging Face cache .*HF_HUB_OFFLINE"):
+    with pytest.raises(SourceNotFound, match=r"not in the local Hugging Face cache .*HF_HUB_OFFLINE"):
         check_hub_model("org/typo", offline=True, cache_dir=str(tmp_path))
 
 
@@ -148,5 +156,5 @@ def test_a_hub_that_does_not_answer_is_no_verdict_on_the_model(
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     _hf_cache(tmp_path, "org/cached")
     check_hub_model("org/cached", offline=False, cache_dir=str(tmp_path))
-    with pytest.raises(HubModelNotFoundError, match=r"hub cannot be reached .*not in the local cache"):
+    with pytest.raises(SourceNotFound, match=r"hub cannot be reached .*not in the local cache"):
         check_hub_model("org/elsewhere", offline=False, cache_dir=str(tmp_path))
