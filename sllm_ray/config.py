@@ -100,7 +100,7 @@ class AutoscalingConfig(_Strict):
         le=MAX_SECONDS,
         description="Idle seconds before a replica is removed (down to min_replicas); with keep_alive "
         "adaptive, the fallback while the model's idle-time histogram is too thin, and the budget: "
-        "adaptive windows hold a replica at most 1.5x the replica-seconds this would have.",
+        "adaptive windows hold a replica at most 1.6x the replica-seconds this would have.",
     )
     keep_alive: Literal["fixed", "adaptive"] = Field(
         "fixed",

@@ -116,14 +116,16 @@ class Rhythm:
     def serve_config(self, config: ModelConfig, now: float) -> ModelConfig:
         """The config to hand Serve now: the hold's floor, the adaptive keep-alive."""
         scaling: dict[str, float | int] = {}
+        update: dict[str, object] = {}
         windows = self.windows(config)
         if windows is not None:
             scaling["keep_alive_s"] = 0.0 if windows.prewarm_s > 0 else windows.keep_alive_s
+            if not windows.keeps_engine_asleep:
+                update["keep_asleep"] = False
         hold = self.held(config.model, now)
         if hold is not None:
             floor = min(hold.replicas, config.autoscaling.max_replicas)
             scaling["min_replicas"] = max(config.autoscaling.min_replicas, floor)
-        if not scaling:
-            return config
-        autoscaling = config.autoscaling.model_copy(update=scaling)
-        return config.model_copy(update={"autoscaling": autoscaling})
+        if scaling:
+            update["autoscaling"] = config.autoscaling.model_copy(update=scaling)
+        return config.model_copy(update=update) if update else config

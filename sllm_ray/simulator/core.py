@@ -67,6 +67,7 @@ class _Model:
     loaded_since: float = 0.0
     busy_until: float = 0.0
     generation: int = 0
+    windows: Windows | None = None  # as of its last request
 
 
 @dataclass
@@ -216,7 +217,7 @@ class Simulation:
         self.result.gpu_seconds += now - model.loaded_since
         node.free_gpus += 1
         model.node = None
-        if node.sleepers.limit <= 0:
+        if node.sleepers.limit <= 0 or (model.windows is not None and not model.windows.keeps_engine_asleep):
             return
         self._asleep_at[model.name].add(node.index)
         self._dram(now, model.size_bytes)  # a sleeping engine's weights wait in host memory
@@ -234,7 +235,7 @@ class Simulation:
     def _idle(self, model: _Model) -> None:
         """After a request: when the replica goes (and comes back, pre-warmed)."""
         model.generation += 1
-        windows = self._windows(model)
+        windows = model.windows = self._windows(model)
         if windows.prewarm_s > 0:
             self._push(model.busy_until, STOP, model)
             self._push(model.busy_until + windows.prewarm_s, PREWARM, model)

@@ -28,10 +28,12 @@ def test_a_hold_raises_min_replicas_until_it_ends() -> None:
 def test_an_adaptive_periodic_model_goes_at_once_and_is_prewarmed_once_per_idle_period() -> None:
     rhythm, config = Rhythm(), model(keep_alive="adaptive", keep_alive_s=300)
     assert rhythm.serve_config(config, 0.0).autoscaling.keep_alive_s == 300  # no idle times yet
+    assert rhythm.serve_config(config, 0.0).keep_asleep
     for i in range(12):
         rhythm.observe("m", 600.0 * i, bin_s=60.0)
     last = 600.0 * 11
     assert rhythm.serve_config(config, last).autoscaling.keep_alive_s == 0.0
+    assert not rhythm.serve_config(config, last).keep_asleep  # the next start is planned
     assert rhythm.prewarm_due(config, last + 500) is None
     hold = rhythm.prewarm_due(config, last + 545)
     assert hold == WarmHold(1, last + 540 + (726 - 540), "prewarm")

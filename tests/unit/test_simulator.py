@@ -78,11 +78,14 @@ def test_adaptive_keep_alive_prewarms_a_periodic_model() -> None:
     assert fixed.waited == 40  # 300 s keep-alive, a request every 10 minutes: every one waits
     # Disk start at 0, then hot starts: 301.2 s loaded each (the last cut at the end, 10 s).
     assert fixed.gpu_seconds == pytest.approx(303.6 + 38 * 301.2 + 10)
-    # After the 10 idle times the histogram needs (the 11th request), each request finds its
-    # replica pre-warmed: unloaded at once (the 11th held 1.2 s), loaded 540 s after each
-    # request's end until the next request's (58.9 s after the 11th, then 60 s each).
-    assert adaptive.waited == 11
-    assert adaptive.gpu_seconds == pytest.approx(303.6 + 9 * 301.2 + 1.2 + 58.9 + 28 * 60)
+    # After the 5 idle times the histogram needs (the 6th request), each request finds its
+    # replica pre-warmed: unloaded at once (the 6th held 1.2 s), loaded 540 s after each
+    # request's end until the next request's (58.9 s after the 6th, then 60 s each).
+    assert adaptive.waited == 6
+    assert adaptive.gpu_seconds == pytest.approx(303.6 + 4 * 301.2 + 1.2 + 58.9 + 33 * 60)
+    # With a pre-warm its engine no longer sleeps between requests: each pre-warm loads from
+    # the DRAM tier, and the engine's weights are not held in host memory across the gap.
+    assert adaptive.starts == {DISK: 1, HOT: 5, DRAM: 34}
     # With a 10 s keep-alive those windows would hold the replica 9x as long as the fixed
     # one over its idle times, beyond the budget (keep_alive.BUDGET_FACTOR): fixed it stays.
     assert run("sllm_ray_adaptive", periodic).waited == 40
