@@ -83,7 +83,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     checkpoint = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     simulation = Simulation(policy, cluster, calibration, dict.fromkeys(trace.models, checkpoint))
-    simulated = simulation.run(trace.requests, trace.duration_s).to_json()
+    # The lengths the replay sent (its caps), not the trace's: prefill and decode time count.
+    sent = [replay.as_sent(request, replay_args) for request in trace.requests]
+    simulated = simulation.run(sent, trace.duration_s).to_json()
     error = {
         key: abs(simulated[key] - live[key]) / live[key] if live[key] and simulated[key] is not None else None
         for key in COMPARED

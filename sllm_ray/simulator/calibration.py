@@ -10,6 +10,8 @@ none is given.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -80,7 +82,7 @@ def calibrate(base: Calibration, cold_start: dict[str, Any] | None, dram_dir: Pa
     with tempfile.TemporaryDirectory() as disk_dir:
         bandwidth = measure(Path(disk_dir), dram_dir)
     update: dict[str, Any] = {
-        "measured_on": f"{Path('/etc/hostname').read_text().strip()} {time.strftime('%Y-%m-%d')}",
+        "measured_on": f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}",
         "dram_bytes_per_s": round(bandwidth[DRAM]),
         "disk_bytes_per_s": round(bandwidth[DISK]),
     }

@@ -20,7 +20,7 @@ import asyncio
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,16 @@ from sllm_ray.workload.traces import Request, Trace, read_trace
 STATUS_POLL_S = 1.0
 PROGRESS_S = 0.5
 KINDS = ("cold", "hot", "warm")
+
+
+def as_sent(request: Request, args: argparse.Namespace) -> Request:
+    """The request as the replay sends it: prompt (one word a token) and output capped by
+    ``--prompt-words`` and ``--max-tokens``, so a simulation of a replay sees its lengths."""
+    return replace(
+        request,
+        prompt_tokens=max(1, min(request.prompt_tokens, args.prompt_words)),
+        output_tokens=max(1, min(request.output_tokens, args.max_tokens)),
+    )
 
 
 class ReplayError(Exception):
@@ -179,10 +189,11 @@ class Replay:
         model = self._mapping[request.model]
         async with self._limit:
             kind = self._kind(model)
+            sent = as_sent(request, self._args)
             body = {
                 "model": model,
-                "prompt": " ".join(["hello"] * max(1, min(request.prompt_tokens, self._args.prompt_words))),
-                "max_tokens": max(1, min(request.output_tokens, self._args.max_tokens)),
+                "prompt": " ".join(["hello"] * sent.prompt_tokens),
+                "max_tokens": sent.output_tokens,
                 "stream": True,
             }
             outcome = Outcome(model, kind, 0)

@@ -292,6 +292,35 @@ def test_a_build_slot_held_by_a_killed_process_is_free_again(tmp_path: Path) -> 
     holder.wait()
 
 
+def test_a_worker_taken_before_its_claim_is_not_replaced_beside_that_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count sees a worker gone (an actor being placed) before the replica claims a
+    host: the replacement waits ``CLAIM_QUIET_S`` from then, not only from the claim."""
+    from sllm_ray.engine import replica_workers
+    from sllm_ray.engine.replica_workers import CLAIM_QUIET_S, ReplicaWorkers
+
+    started: list[int] = []
+    idle = [4]
+
+    async def prestart(node_id: str, job_id: str, env: str, count: int, keep_alive_s: int) -> None:
+        started.append(count)
+
+    monkeypatch.setattr(replica_workers, "count_idle", lambda seen: (idle[0], 0))
+    monkeypatch.setattr(replica_workers.ray_compat, "prestart_workers", prestart)
+    monkeypatch.setattr(replica_workers.psutil, "cpu_percent", lambda interval: 10.0)
+    workers = ReplicaWorkers("node")
+    workers.claimed("01000000", "{}", now=0.0)  # long ago
+
+    asyncio.run(workers.keep(4, 100.0))
+    idle[0] = 3  # taken by a replica's actor, which has not claimed a host yet
+    asyncio.run(workers.keep(4, 101.0))
+    asyncio.run(workers.keep(4, 101.0 + CLAIM_QUIET_S - 0.1))
+    assert started == []
+    asyncio.run(workers.keep(4, 101.0 + CLAIM_QUIET_S))
+    assert started == [1]
+
+
 def test_replica_workers_start_once_the_last_claims_start_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker taken by a start is replaced ``CLAIM_QUIET_S`` after its claim (not beside
     the next start), one at a time while two are idle, ``SETTLE_S`` apart."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sllm_ray.workload.traces import MEDIAN_OUTPUT_TOKENS, TraceError, read_burstgpt, read_trace
+from sllm_ray.workload.traces import MEDIAN_OUTPUT_TOKENS, Request, TraceError, read_burstgpt, read_trace
 
 
 def test_azure_functions_counts_become_requests_spread_over_their_minute(tmp_path: Path) -> None:
@@ -92,3 +92,15 @@ def test_an_empty_file_read_in_a_named_format_is_a_trace_error(tmp_path: Path) -
     path.write_text("")
     with pytest.raises(TraceError, match="empty file"):
         read_burstgpt(path)
+
+
+def test_a_replayed_request_is_simulated_with_the_lengths_sent() -> None:
+    """The replay caps prompt and output (``--prompt-words``, ``--max-tokens``); a simulation
+    of it takes the capped lengths (``benchmarks/simulator_validation.py``)."""
+    import argparse
+
+    from sllm_ray.workload.replay import as_sent
+
+    caps = argparse.Namespace(prompt_words=32, max_tokens=8)
+    assert as_sent(Request(1.0, "m", 1020, 129), caps) == Request(1.0, "m", 32, 8)
+    assert as_sent(Request(1.0, "m", 0, 3), caps) == Request(1.0, "m", 1, 3)
