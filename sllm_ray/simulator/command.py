@@ -2,7 +2,8 @@
 
 sllm-ray simulate --nodes 64 --gpus-per-node 8 --models 200 --duration 86400 --seed 7
 sllm-ray simulate --trace AzureFunctionsInvocationTrace.csv --nodes 16 --plots plots/
-sllm-ray simulate --calibrate --cold-start-json docs/benchmarks/cold_start.json
+sllm-ray simulate --calibrate --cold-start-json docs/benchmarks/cold_start.json \
+    --replay-json docs/benchmarks/replay_calibration.json
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure this machine's store bandwidths, take --cold-start-json's phases: into --calibration",
     )
     parser.add_argument("--cold-start-json", help="a benchmarks/cold_start.py result, for --calibrate")
+    parser.add_argument(
+        "--replay-json",
+        help="an `sllm-ray replay --json` result, for --calibrate: warm TTFT as its warm requests saw it",
+    )
     parser.add_argument("--dram-dir", default="/dev/shm", help="tmpfs folder for --calibrate's probe")
 
 
@@ -119,12 +124,21 @@ def plot(results: dict[str, Result], folder: Path) -> list[str]:
     return [str(folder / "simulate_ttft_cdf.png"), str(folder / "simulate_costs.png")]
 
 
+def _last_json(path: Path) -> dict[str, Any]:
+    """The JSON object on a command's last line (``replay --json`` prints its progress first)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise SimulateError(f"{path} is empty")
+    return json.loads(lines[-1])
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """The command's JSON result and its table."""
     if args.calibrate:
         cold_start = json.loads(Path(args.cold_start_json).read_text()) if args.cold_start_json else None
+        replayed = _last_json(Path(args.replay_json)) if args.replay_json else None
         cal = calibration_file.calibrate(
-            calibration_file.load(args.calibration), cold_start, Path(args.dram_dir)
+            calibration_file.load(args.calibration), cold_start, Path(args.dram_dir), replayed
         )
         calibration_file.save(cal, args.calibration)
         return cal.model_dump(), f"wrote {args.calibration}"

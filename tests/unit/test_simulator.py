@@ -133,5 +133,11 @@ def test_calibrate_takes_the_store_bandwidths_and_the_cold_start_phases(
     assert calibration.build_s == round(phases["engine_ready"] - phases["host_claimed"], 3)
     assert calibration.replica_start_s == round(cold_start["sllm_ray"]["ttft_p50_s"] - calibration.build_s, 3)
     assert (calibration.dram_bytes_per_s, calibration.disk_bytes_per_s) == (5e9, 1e9)
+    assert calibration.warm_ttft_s == round(cold_start["sllm_ray"]["warm_ttft_via_ingress_p50_s"], 4)
     save(calibration, tmp_path / "calibration.json")
     assert load(tmp_path / "calibration.json") == calibration
+    # A replay's warm requests, when given, set warm TTFT: they see a machine as loaded as a replay.
+    replayed = {"overall": {"warm": {"ttft_p50_s": 0.04912}}}
+    assert calibrate(load(), cold_start, tmp_path, replayed).warm_ttft_s == 0.0491
+    with pytest.raises(ValueError, match="no warm requests"):
+        calibrate(load(), None, tmp_path, {"overall": {"warm": {"ttft_p50_s": None}}})
