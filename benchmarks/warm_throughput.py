@@ -129,21 +129,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"cold start {common.fmt(result['cold_start']['ttft_s'], ' s')}; "
                 f"after in {args.bin_s} s bins: {[b['rps'] for b in result['after_bins']]}"
             )
+    rates = {name: pooled(rounds, name) for name in ("steady", "during", "after")}
     summary = {
         name: {
             "rps_mean": round(statistics.mean(r[name]["rps"] for r in rounds), 2),
-            "rps_pooled": pooled(rounds, name),
+            "rps_pooled": rate,
             "latency_p50_s": median([r[name]["latency_p50_s"] for r in rounds]),
             **(
                 {}
                 if name == "steady"
                 else {
-                    "over_steady": common.ratio(pooled(rounds, name), pooled(rounds, "steady")),
+                    "over_steady": common.ratio(rate, rates["steady"]),
                     "over_steady_min": min((r[f"{name}_over_steady"] or 0 for r in rounds), default=0),
                 }
             ),
         }
-        for name in ("steady", "during", "after")
+        for name, rate in rates.items()
     }
     failures = sum(1 for r in rounds if r["cold_start"]["error"]) + sum(
         sum(r["warm_errors"].values()) for r in rounds

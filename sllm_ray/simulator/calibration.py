@@ -85,7 +85,7 @@ def calibrate(
     the warm TTFT of ``replayed`` (a replay's result) if given: a replay's warm requests
     share the machine with the other models' starts and requests, which the simulator does
     not model, and a lone request in the cold-start benchmark does not see (0.028 s there,
-    0.049 s in a replay of 8 models)."""
+    0.043 s for the warm requests of a replay of 8 models)."""
     from sllm_ray.store.bandwidth import measure  # torch: only for a calibration
 
     with tempfile.TemporaryDirectory() as disk_dir:
