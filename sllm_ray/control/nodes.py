@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class NodeServices:
         self._reports: dict[str, dict[str, Any]] = {}  # node id -> store status
         self._pools: dict[str, dict[str, Any]] = {}  # node id -> pool status
         self._preparing: set[asyncio.Task[None]] = set()
+        self._prepared: dict[str, ModelConfig] = {}  # model -> its config, last prepared
         self._evictions: dict[str, int] = {}  # node id -> evictions counted so far
 
     def _start(self, node_id: str, alive: set[str], disk: str | None) -> _Node:
@@ -160,7 +162,11 @@ class NodeServices:
     def prepare(self, config: ModelConfig) -> None:
         """Convert and prefetch the model, in the background, on ``store_prefetch_nodes``
         nodes (default: all)."""
-        task = asyncio.get_running_loop().create_task(self._prepare(config))
+        self._prepared[config.model] = config
+        self._in_background(self._prepare(config))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
 
@@ -173,16 +179,34 @@ class NodeServices:
             key=lambda item: (key not in self._reports.get(item[0], {}).get("disk", {}), item[0]),
         )
         nodes = nodes[: self._config.store_prefetch_nodes or len(nodes)]
-        args = (config.model, config.model_source, engine_layout(config.engine_kwargs))
         for batch in (nodes[:1], nodes[1:]):
-            results = await asyncio.gather(
-                *(n.store.prepare.remote(*args) for _, n in batch), return_exceptions=True
-            )
-            for (node_id, _), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    logger.error("could not prepare %s on node %s: %s", config.model, node_id, result)
+            await self._prepare_on(config, batch)
+
+    async def _prepare_on(self, config: ModelConfig, nodes: list[tuple[str, _Node]]) -> None:
+        args = (config.model, config.model_source, engine_layout(config.engine_kwargs))
+        results = await asyncio.gather(
+            *(n.store.prepare.remote(*args) for _, n in nodes), return_exceptions=True
+        )
+        for (node_id, _), result in zip(nodes, results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("could not prepare %s on node %s: %s", config.model, node_id, result)
+
+    def _restarted(self, node_id: str, before: dict[str, Any]) -> None:
+        """A store that came back (a new instance) has an empty DRAM tier, and lost the
+        preparations it was running: it is asked for those models again. The engines'
+        own requests to prepare may have reached it while it was still restarting."""
+        held = set(before["dram"]["checkpoints"]) | set(before["preparing"])
+        configs = [c for c in self._prepared.values() if _keys(c) & held]
+        logger.warning(
+            "checkpoint store on node %s restarted: preparing %s again",
+            node_id,
+            sorted(c.model for c in configs) or "nothing",
+        )
+        for config in configs:
+            self._in_background(self._prepare_on(config, [(node_id, self._nodes[node_id])]))
 
     def forget(self, config: ModelConfig) -> None:
+        self._prepared.pop(config.model, None)
         for node in self._nodes.values():
             node.store.forget.remote(config.model, config.model_source)
             node.pool.forget.remote(config.model)
@@ -206,7 +230,10 @@ class NodeServices:
                 _stop(self._nodes.pop(node_id))
                 continue
             if isinstance(store, dict):
+                before = self._reports.get(node_id)
                 self._reports[node_id] = store
+                if before is not None and before["instance"] != store["instance"]:
+                    self._restarted(node_id, before)
             if isinstance(pool, dict):
                 self._pools[node_id] = pool
 

@@ -5,7 +5,8 @@ sllm-store format (``<data_dir>/store/<key>``) → DRAM (shared memory under a b
 least recently used out). ``prepare`` converts a model and prefetches it into DRAM in the
 background, logging progress; ``locate`` answers at once with the fastest tier that holds
 it, which is all a starting replica waits for. The actor restarts if it dies and finds
-its disk tier again; what it held in DRAM is prefetched again on the next ``prepare``.
+its disk tier again, under a new ``instance`` in its report: the manager then asks it to
+prefetch again what it held in DRAM or was preparing (``NodeServices.refresh``).
 
 A checkpoint missing on a node is copied from a peer's store when one holds it (a Ray
 streaming call between the two stores, in ``COPY_CHUNK_BYTES`` pieces), and converted
@@ -101,6 +102,7 @@ class CheckpointStore:
         configure_logging()
         self._app = app
         self._node_id = node_id
+        self._instance = uuid.uuid4().hex
         self._disk_root = Path(disk_root)
         self._disk_root.mkdir(parents=True, exist_ok=True)
         remove_stale_dram(app, Path(dram_parent), alive_node_ids | {node_id})
@@ -317,6 +319,7 @@ class CheckpointStore:
     def status(self) -> dict[str, Any]:
         return {
             "node_id": self._node_id,
+            "instance": self._instance,
             "dram": {
                 "budget_bytes": self._dram.budget_bytes,
                 "used_bytes": self._dram.used_bytes,
