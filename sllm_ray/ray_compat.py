@@ -89,8 +89,24 @@ def serialize_request_routers_one_at_a_time() -> None:
     RequestRouterConfig._serialize_request_router_cls = serialize  # type: ignore[method-assign]
 
 
-# The module a Serve replica's worker imports to run it (most of a replica's start).
-SERVE_REPLICA_MODULE = "ray.serve._private.replica"
+# What a Serve replica's worker imports to run it, lazily, on a replica's start: Serve's
+# replica code (most of it); Serve's controller, whose handle the replica looks up (a
+# lookup imports the actor class's module); anyio's asyncio backend (Serve sets its thread
+# limiter); Ray's token-auth gRPC interceptors (a replica's channels and server).
+SERVE_REPLICA_MODULES = (
+    "ray.serve._private.replica",
+    "ray.serve._private.controller",
+    "anyio._backends._asyncio",
+    "ray._private.authentication.grpc_authentication_client_interceptor",
+    "ray._private.authentication.grpc_authentication_server_interceptor",
+)
+
+
+def serialization_context() -> Any:
+    """This worker's serializer for its job, built on first use (``Worker.get_serialization_context``)."""
+    return ray._private.worker.global_worker.get_serialization_context()
+
+
 # A worker whose runtime environment sets this variable ("module.function") calls that
 # function once it has started, before it takes work: Ray's ``worker_process_setup_hook``
 # as Ray writes it for workers (the runtime-env field itself is read only at ``ray.init``).

@@ -22,8 +22,10 @@ time and when the node's CPUs are not busy serving, for up to a minute.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
+import sys
 import time
 
 import psutil
@@ -60,9 +62,22 @@ BUSY_DEFER_S = 60.0
 # busy or not: two cold starts in a row would otherwise pay Ray's worker start.
 LOW_IDLE = 1
 
-# When this process's setup hook ran (None: it is no replica worker).
+# When this process's setup hook ran (None: it is no replica worker), and the modules it
+# had loaded by then.
 prepared_at: float | None = None
+prepared_modules: frozenset[str] = frozenset()
 
+# What a replica's start would otherwise import (py-spy on the replica during a cold
+# start, 2-core machine: about half of its CPU time before the engine answered): Serve's
+# (``ray_compat``) and ours, with the modules of the actor classes a replica looks up by
+# name, the node's engine host pool and checkpoint store (a lookup imports the class's
+# module). ``imported_since_prepared`` lists what is still missing.
+REPLICA_MODULES = (
+    *ray_compat.SERVE_REPLICA_MODULES,
+    "sllm_ray.serving.model_server",
+    "sllm_ray.engine.host_pool",
+    "sllm_ray.store.store_actor",
+)
 
 # CPU seconds a worker that is ready uses between two counts at most (Ray's own threads);
 # one still starting uses most of a core.
@@ -70,12 +85,24 @@ STARTING_CPU_S = 0.1
 
 
 def prepare() -> None:
-    """The setup hook of a replica's worker: import what a model replica runs (about 1 s)
-    before the worker takes its actor."""
-    global prepared_at
-    importlib.import_module(ray_compat.SERVE_REPLICA_MODULE)
-    importlib.import_module("sllm_ray.serving.model_server")
+    """The setup hook of a replica's worker: before the worker takes its actor, import what a
+    model replica runs (about 1 s), build the worker's serializer (its first use imports
+    pydantic's v1 API), and take what is loaded out of the garbage collector's scans: Serve
+    runs a full collection as a replica starts, which otherwise walks all of it."""
+    global prepared_at, prepared_modules
+    for module in REPLICA_MODULES:
+        importlib.import_module(module)
+    ray_compat.serialization_context()
+    gc.collect()
+    gc.freeze()
+    prepared_modules = frozenset(sys.modules)
     prepared_at = time.time()
+
+
+def imported_since_prepared() -> list[str]:
+    """The modules this replica worker loaded after its setup hook: what its start and its
+    requests imported on their way (none, when the hook does its job)."""
+    return sorted(set(sys.modules) - prepared_modules) if prepared_at is not None else []
 
 
 def replica_runtime_env(inherited: dict[str, object]) -> str:

@@ -322,6 +322,7 @@ class ModelServer:
             "pid": os.getpid(),
             "node_id": self._node_id,
             **self._timeline,
+            "late_imports": replica_workers.imported_since_prepared(),
             "host": host,
         }
 

@@ -71,6 +71,7 @@ def test_cold_start_uses_a_prepared_host_and_the_dram_tier(
     host = record["host"]
     assert host["forked_at"] < record["replica_started_at"]  # forked, prepared, ahead of demand
     assert host["pid"] != record["pid"]  # the replica itself never imported vLLM
+    assert record["late_imports"] == [], " ".join(record["late_imports"])  # nor anything on the way
     assert host["model"] == MODEL and host["load"]["tier"] == "dram"
     assert host["engine_started_at"] < host["load"]["finished_at"] < host["engine_ready_at"]
     assert sum(n["engine_hosts"]["slow_claims"] for n in _nodes(admin)) == slow_before

@@ -80,12 +80,20 @@ def test_a_cold_replica_runs_in_a_worker_started_ahead_of_demand(
     fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path
 ) -> None:
     _register(fake_admin, fake_model("early", tiny_model_dir, autoscaling=FAST))
+
+    def prepared_workers() -> int:
+        workers = _pool(fake_admin)["replica_workers"]
+        return workers["idle"] - workers["starting"]
+
+    wait_for(lambda: prepared_workers() >= 1, 60, "a replica worker done with its setup hook")
     sent = time.time()
     _stream(fake_client, "early")
     record = _record("early")
     # Ray's worker start and Serve's replica imports happened before the demand.
     assert record["worker_started_at"] < sent, (record, sent)
     assert record["worker_prepared_at"] < sent, (record, sent)
+    # Nothing the start and the first request ran was imported on their way.
+    assert record["late_imports"] == [], " ".join(record["late_imports"])
     assert fake_admin.delete("/v1/admin/models/early").status_code == 200
 
 

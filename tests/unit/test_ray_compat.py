@@ -72,7 +72,7 @@ def test_a_worker_runs_the_setup_hook_its_runtime_env_names() -> None:
     source = inspect.getsource(default_worker)
     assert "WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in source and "load_and_execute_setup_hook(" in source
     assert ray_compat.WORKER_SETUP_HOOK_ENV_VAR == "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
-    assert importlib.util.find_spec(ray_compat.SERVE_REPLICA_MODULE) is not None
+    assert all(importlib.util.find_spec(m) is not None for m in ray_compat.SERVE_REPLICA_MODULES)
 
 
 def test_serves_controller_takes_its_loop_interval_from_the_nodes_environment(
