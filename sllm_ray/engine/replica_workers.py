@@ -21,6 +21,7 @@ time and when the node's CPUs are not busy serving, for up to a minute.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import importlib
@@ -194,7 +195,8 @@ class ReplicaWorkers:
         env = self._env()
         if env is None:  # outside Ray (the pool's unit tests)
             return
-        idle, self.starting = count_idle(self._cpu_seen)
+        # Off the event loop: a walk of /proc, which the pool's claims would wait for.
+        idle, self.starting = await asyncio.to_thread(count_idle, self._cpu_seen)
         if idle < self.idle:
             # An actor took one: a replica is being placed, a claim follows in a moment.
             # Replacing the worker now started it beside that cold start (in 2 of 3 starts

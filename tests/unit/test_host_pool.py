@@ -236,8 +236,13 @@ def test_a_host_builds_one_engine_and_reports_its_memory_while_serving() -> None
             await client.call("start", spec=spec.to_json())
         record = HostRecord.from_json(await first)
         assert record.engine_started_at is not None and record.engine_ready_at is not None
-        (host,) = [h for h in pool.status()["hosts"] if h["pid"] == lease.pid]
-        assert (host["state"], host["model"]) == ("serving", "m") and host["uss_bytes"] > 0
+
+        def serving() -> dict[str, Any]:
+            (host,) = [h for h in pool.status()["hosts"] if h["pid"] == lease.pid]
+            return host
+
+        await _until(lambda: serving()["uss_bytes"])  # read every MEASURE_S, off the event loop
+        assert (serving()["state"], serving()["model"]) == ("serving", "m")
         with pytest.raises(ChannelError, match="already built m"):  # and after it
             await client.call("start", spec=spec.to_json())
         client.close()
