@@ -638,7 +638,7 @@ class AppConfig(_Strict):
         ge=0,
         description="Idle Ray worker processes kept on each node, Serve's replica code imported, for "
         "the next model replicas: a scale from zero then skips Ray's worker start (about 2 s on 2 "
-        "cores, 4 to 9 s during a burst); about 74 MB of unique memory each. After a burst, as many "
+        "cores, 4 to 9 s during a burst); about 80 MB of unique memory each. After a burst, as many "
         "as the largest burst of cold starts of the last 10 minutes.",
     )
     engine_cls: str = Field(
