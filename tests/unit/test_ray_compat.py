@@ -73,6 +73,10 @@ def test_a_worker_runs_the_setup_hook_its_runtime_env_names() -> None:
     assert "WORKER_PROCESS_SETUP_HOOK_ENV_VAR" in source and "load_and_execute_setup_hook(" in source
     assert ray_compat.WORKER_SETUP_HOOK_ENV_VAR == "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
     assert all(importlib.util.find_spec(m) is not None for m in ray_compat.SERVE_REPLICA_MODULES)
+    # The serializer the hook builds ahead: per job, made on first use.
+    from ray._private.worker import Worker
+
+    assert "serialization_context_map" in inspect.getsource(Worker.get_serialization_context)
 
 
 def test_serves_controller_takes_its_loop_interval_from_the_nodes_environment(
