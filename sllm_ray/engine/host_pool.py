@@ -63,8 +63,6 @@ MAX_READY = 16
 HOST_USS_GUESS = 64 * 1024**2
 # How often the pool counts its node's idle replica workers.
 WORKERS_CHECK_S = 1.0
-# How often the hosts' unique memory is read (``status`` reports the last reading).
-MEASURE_S = 2.0
 # How long a host may take to answer a control call from the pool.
 CALL_TIMEOUT_S = 30.0
 # Environment of the launcher and so of every host: the CPU build keeps its model worker
@@ -186,7 +184,6 @@ class HostPool:
         self._min_workers = min_workers
         self._workers = ReplicaWorkers(node_id)
         self._spawn(self._keep_workers())
-        self._spawn(self._measure_forever())
 
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -385,19 +382,19 @@ class HostPool:
 
     # Reports.
 
-    async def _measure_forever(self) -> None:
-        """Every host's unique memory, every ``MEASURE_S``: a ready one's sizes the pool, a
-        serving or sleeping one's is what its model holds (``sllm-ray replay``'s
-        memory-seconds). Off the event loop: about 10 ms of kernel time per host, which
-        claims would otherwise wait for."""
-        while True:
-            hosts = list(self._hosts.values())
-            measured = await asyncio.to_thread(_unique_memory, [h.pid for h in hosts])
-            for host in hosts:
-                host.uss = measured.get(host.pid, host.uss)
-            await asyncio.sleep(MEASURE_S)
+    async def status(self) -> dict[str, object]:
+        """The report, with every host's unique memory read now: a ready one's sizes the
+        pool, a serving or sleeping one's is what its model holds (``sllm-ray replay``'s
+        memory-seconds, read through ``/status`` every second). The reading is off the event
+        loop: about 10 ms of kernel time per host, which claims would otherwise wait for."""
+        hosts = list(self._hosts.values())
+        measured = await asyncio.to_thread(_unique_memory, [h.pid for h in hosts])
+        for host in hosts:
+            host.uss = measured.get(host.pid, host.uss)
+        return self.report()
 
-    def status(self) -> dict[str, object]:
+    def report(self) -> dict[str, object]:
+        """The pool as it stands, each host's memory as last read (``status``)."""
         return {
             "node_id": self._node_id,
             # Whether a cold start here pays no vLLM import: the launcher is prepared.

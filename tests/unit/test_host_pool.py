@@ -91,11 +91,11 @@ async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def _asleep(pool: HostPool) -> list[str]:
-    return [s["model"] for s in pool.status()["sleeping"]]
+    return [s["model"] for s in pool.report()["sleeping"]]
 
 
 def _pids(pool: HostPool) -> list[int]:
-    return [h["pid"] for h in pool.status()["hosts"]]
+    return [h["pid"] for h in pool.report()["hosts"]]
 
 
 class Replica:
@@ -130,7 +130,7 @@ def _run(scenario: Callable[[HostPool], Awaitable[None]], **settings: Any) -> No
         } | settings
         pool = HostPool("app", "node", **options)
         try:
-            await _until(lambda: pool.status()["free"] >= options["min_ready"])
+            await _until(lambda: pool.report()["free"] >= options["min_ready"])
             await scenario(pool)
         finally:
             await pool.shutdown()
@@ -146,7 +146,7 @@ def test_claimed_hosts_serve_and_are_replaced_at_once() -> None:
         )
         assert len({lease.pid for lease in leases}) == 3 and not any(lease.asleep for lease in leases)
         # The burst raised the pool's target: three ready hosts again, forked in the background.
-        await _until(lambda: pool.status()["free"] >= 3)
+        await _until(lambda: pool.report()["free"] >= 3)
         client = await _start(leases[0], "m0")
         items = [
             item async for item in client.generate(Endpoint.COMPLETIONS, {"prompt": "hi", "max_tokens": 2})
@@ -168,7 +168,7 @@ def test_a_gone_replica_puts_its_engine_to_sleep_and_the_next_one_wakes_it() -> 
         await _until(lambda: _asleep(pool) == ["a"])
         second = Replica()
         hot = await pool.claim("r2", second.process.pid, "fp-a")
-        assert hot.asleep and hot.pid == lease.pid and pool.status()["hot_claims"] == 1
+        assert hot.asleep and hot.pid == lease.pid and pool.report()["hot_claims"] == 1
         client = await _start(hot, "a")
         record = await client.call("record")
         assert record["wakes"] == 1
@@ -190,7 +190,7 @@ def test_sleepers_over_the_limit_exit_least_recently_used_first() -> None:
             await _until(lambda m=model: m in _asleep(pool))
         assert _asleep(pool) == ["b", "c"]
         await _until(lambda: pids["a"] not in _pids(pool))
-        assert pool.status()["evictions"] == 1
+        assert pool.report()["evictions"] == 1
         pool.forget("b")  # deleted: its sleeper exits, and a late retiree is turned away
         await _until(lambda: _asleep(pool) == ["c"])
         late = Replica()
@@ -215,10 +215,10 @@ def test_a_failed_build_names_the_cause_and_a_dead_host_leaves_the_pool() -> Non
         client.close()
         pool.discard(lease.host_id)
         await _until(lambda: lease.pid not in _pids(pool))
-        ready = next(h for h in pool.status()["hosts"] if h["state"] == "ready")
+        ready = next(h for h in pool.report()["hosts"] if h["state"] == "ready")
         os.kill(ready["pid"], signal.SIGKILL)  # an idle host dies: replaced, never handed out
         await _until(lambda: ready["pid"] not in _pids(pool))
-        await _until(lambda: pool.status()["free"] == 1)
+        await _until(lambda: pool.report()["free"] == 1)
         replica.kill()
 
     _run(scenario, sleep_limit=0)
@@ -236,13 +236,8 @@ def test_a_host_builds_one_engine_and_reports_its_memory_while_serving() -> None
             await client.call("start", spec=spec.to_json())
         record = HostRecord.from_json(await first)
         assert record.engine_started_at is not None and record.engine_ready_at is not None
-
-        def serving() -> dict[str, Any]:
-            (host,) = [h for h in pool.status()["hosts"] if h["pid"] == lease.pid]
-            return host
-
-        await _until(lambda: serving()["uss_bytes"])  # read every MEASURE_S, off the event loop
-        assert (serving()["state"], serving()["model"]) == ("serving", "m")
+        (host,) = [h for h in (await pool.status())["hosts"] if h["pid"] == lease.pid]
+        assert (host["state"], host["model"]) == ("serving", "m") and host["uss_bytes"] > 0
         with pytest.raises(ChannelError, match="already built m"):  # and after it
             await client.call("start", spec=spec.to_json())
         client.close()
@@ -265,7 +260,7 @@ def test_builds_beyond_the_nodes_slots_wait_for_one() -> None:
         assert spans[1][0] < spans[0][1]
         assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.02
         assert records[2].phases["build_slot_wait_s"] > 0.05
-        assert pool.status()["build_slots"] == 2
+        assert pool.report()["build_slots"] == 2
         for client in clients:
             client.close()
         for replica in replicas:
