@@ -133,7 +133,8 @@ class OpenAIEngine:
         lap("engine_core_s")  # weights, KV cache, warm-up
         state = State()
         tasks = await self._llm.get_supported_tasks()
-        await vc.init_app_state(engine_client=self._llm, state=state, args=self._args, supported_tasks=tasks)
+        args = vc.with_fingerprint(self._args, vllm_config)
+        await vc.init_app_state(engine_client=self._llm, state=state, args=args, supported_tasks=tasks)
         lap("serving_layer_s")
         self._chat = getattr(state, "openai_serving_chat", None)
         self._completion = getattr(state, "openai_serving_completion", None)

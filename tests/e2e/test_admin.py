@@ -45,6 +45,8 @@ def test_register_serve_update_and_delete(
 
     reply, replica = _chat(client, "reg-a", max_tokens=3)  # from zero replicas
     assert reply.usage.completion_tokens == 3
+    # vLLM's fingerprint of the engine's config (computed once per build: vllm_compat).
+    assert reply.system_fingerprint is not None and reply.system_fingerprint.startswith("vllm-")
     described = admin.get("/v1/admin/models/reg-a").json()
     assert described["replicas"] == {"RUNNING": 1} and described["last_used"] is not None
 

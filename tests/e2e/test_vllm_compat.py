@@ -84,3 +84,50 @@ def test_the_cpu_kv_cache_buffer_is_mapped_zeroed_not_written() -> None:
     # vLLM still allocates its KV cache where the wrapper reaches it.
     assert isinstance(utils.torch, vllm_compat.LazyZeros)
     assert "torch.zeros(buf_size, dtype=torch.int8, device=device)" in Path(utils.__file__).read_text()
+
+
+def test_plugin_lists_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from vllm.v1.engine import async_llm
+    from vllm.v1.sample import logits_processor
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+
+    def no_scan(**_: object) -> None:
+        raise AssertionError("an engine build read the installed packages' entry points")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+    first = async_llm.load_stat_logger_plugin_factories()
+    assert first == async_llm.load_stat_logger_plugin_factories() and first is not (
+        async_llm.load_stat_logger_plugin_factories()
+    )  # a copy each time: vLLM's callers may extend it
+    assert isinstance(logits_processor._load_logitsprocs_plugins(), list)
+    vllm_compat.prepare_engine_process()  # again: still answered, not wrapped twice
+    assert async_llm.load_stat_logger_plugin_factories() == first
+
+
+def test_the_system_fingerprint_is_vllms_computed_once(tiny_model_dir: Path) -> None:
+    import argparse
+
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.serve.utils.fingerprint import build_system_fingerprint
+
+    from sllm_ray.engine import vllm_compat as vc
+    from sllm_ray.engine.openai_engine import build_vllm_args
+
+    config = EngineArgs(
+        model=str(tiny_model_dir), max_model_len=256, kv_cache_memory_bytes=2**24
+    ).create_engine_config()
+    _, args = build_vllm_args("m", str(tiny_model_dir), {"max_model_len": 256})
+    assert args.fingerprint_mode == "full"  # vLLM's default, which the serving layer reads
+    fixed = vc.with_fingerprint(args, config)
+    assert fixed.fingerprint_mode == "custom"
+    assert fixed.fingerprint_value == build_system_fingerprint(config, "full")
+    assert args.fingerprint_mode == "full"  # the engine's own namespace is left as it was
+    hashed = vc.with_fingerprint(argparse.Namespace(**(vars(args) | {"fingerprint_mode": "hash"})), config)
+    assert hashed.fingerprint_value == build_system_fingerprint(config, "hash")
+    none = argparse.Namespace(**(vars(args) | {"fingerprint_mode": "none"}))
+    assert vc.with_fingerprint(none, config) is none
