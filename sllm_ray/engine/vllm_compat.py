@@ -111,11 +111,11 @@ ENGINE_BUILD_MODULES = (
 
 def prepare_engine_process() -> None:
     """Do, ahead of demand, the one-time work each engine build in this process repeats:
-    import the platform's worker and model-runner modules and common model code, and let
-    the platform install its kernel overrides once. That install rescans every loaded
-    module (about 0.3 s) and finds nothing new a second time, since modules imported
-    later take the overridden kernels from where they are defined; so later calls in this
-    process are skipped."""
+    import the platform's worker and model-runner modules and common model code, read the
+    installed plugin lists, and let the platform install its kernel overrides once. That
+    install rescans every loaded module (about 0.3 s) and finds nothing new a second time,
+    since modules imported later take the overridden kernels from where they are defined;
+    so later calls in this process are skipped."""
     from vllm.config.logging import LoggingConfig
     from vllm.logger import configure_logging_if_needed
     from vllm.platforms import current_platform
@@ -164,7 +164,7 @@ def _answer_once(module: Any, name: str) -> None:
     setattr(module, name, answered)
 
 
-def with_fingerprint(args: Any, vllm_config: Any) -> Any:
+def with_fingerprint(args: argparse.Namespace, vllm_config: Any) -> argparse.Namespace:
     """``args`` (the serving layer's namespace) with the ``system_fingerprint`` of
     ``vllm_config`` computed once: each of vLLM's six serving objects computes it again,
     hashing the whole config each time (about 12 ms of a 0.2 s build on 2 cores). The
