@@ -89,7 +89,9 @@ def summary(builds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from sllm_ray.engine.host_pool import host_env
+
+    os.environ.update(host_env())  # what a launcher adds, before torch is imported
     model_dir = common.ensure_model(args.model_dir)
     from sllm_ray.engine.openai_engine import OpenAIEngine
 
