@@ -47,6 +47,10 @@ def names_subresource(path: str) -> bool:
 
 DEPLOYMENT_PREFIX = "model:"
 
+# Every model deployment's autoscaling policy, by import path: Serve imports it in its
+# controller, and an import here would load Serve into every user of this module.
+AUTOSCALING_POLICY_PATH = "sllm_ray.control.autoscaling_policy:QueueLengthPolicy"
+
 # Upper bounds of the numbers a config takes: beyond them a value is a typo or an attack
 # (Serve itself refuses some, e.g. 1e29 replicas, only once the config is deployed).
 MAX_REPLICAS = 1000
@@ -150,6 +154,7 @@ class AutoscalingConfig(_Strict):
             # Serve pushes queued-request metrics from each handle at this interval and
             # only the next push after a request is queued shows it (10 s by default).
             "metrics_interval_s": self.demand_push_interval_s,
+            "policy": {"policy_function": AUTOSCALING_POLICY_PATH},
         }
 
 

@@ -190,7 +190,7 @@ class ModelManager:
 
     def __init__(self, config: AppConfig, registry_path: str, base_dir: str, data_dir: str) -> None:
         configure_logging()
-        ray_compat.serialize_request_routers_one_at_a_time()
+        ray_compat.serialize_deploy_callables_one_at_a_time()
         self._config = config
         self._base = Path(base_dir)
         self._registry = Registry(registry_path)

@@ -8,7 +8,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sllm_ray.config import AppConfig, AutoscalingConfig, ModelConfig, ModelUpdate, ResourceConfig
+from sllm_ray.config import (
+    AUTOSCALING_POLICY_PATH,
+    AppConfig,
+    AutoscalingConfig,
+    ModelConfig,
+    ModelUpdate,
+    ResourceConfig,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +43,7 @@ def test_keep_alive_maps_to_downscale_delays() -> None:
         "downscale_to_zero_delay_s": 42,
         "look_back_period_s": 15.0,
         "metrics_interval_s": 0.1,
+        "policy": {"policy_function": AUTOSCALING_POLICY_PATH},
     }
 
 

@@ -1,5 +1,6 @@
 """What a model's Serve deployment asks of Ray: a placement group per replica for engines
-with several workers, a node preference (placement's choice) otherwise."""
+with several workers, a node preference (placement's choice) otherwise; the
+autoscaling policy Serve's controller loads."""
 
 from __future__ import annotations
 
@@ -44,3 +45,12 @@ def test_a_single_worker_engine_is_steered_with_a_fallback_to_any_node() -> None
     assert deployment.ray_actor_options["fallback_strategy"] == [{"label_selector": {}}]
     plain = build_model_deployment(config, "sllm")._bound_deployment
     assert "label_selector" not in plain.ray_actor_options
+
+
+def test_a_deployment_names_sllm_rays_policy_which_serve_can_load() -> None:
+    from sllm_ray.control.autoscaling_policy import QueueLengthPolicy
+
+    deployment = build_model_deployment(ModelConfig(model="m", model_source="/m"), "sllm")._bound_deployment
+    policy = deployment._deployment_config.autoscaling_config.policy
+    assert not policy.is_default_policy_function()
+    assert policy.get_policy().__name__ == QueueLengthPolicy.__name__  # what the controller unpickles

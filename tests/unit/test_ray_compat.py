@@ -91,3 +91,52 @@ def test_serves_controller_takes_its_loop_interval_from_the_nodes_environment(
     monkeypatch.setenv(name, "0.2")  # an operator's own setting stays
     ray_compat.set_serve_node_env()
     assert os.environ[name] == "0.2"
+
+
+def test_serves_controller_keeps_one_replica_class_per_actor_name() -> None:
+    # In a fresh interpreter: the patch is process-wide, as it is in the controller.
+    probe = """
+from copy import copy
+from ray.serve._private.deployment_info import DeploymentInfo
+from sllm_ray import ray_compat
+
+def info(name):
+    return DeploymentInfo(None, None, start_time_ms=0, deployer_job_id="job", actor_name=name)
+
+first = info("ServeReplica:app:a")
+assert copy(first).actor_def is not first.actor_def  # Serve's copies drop the class
+ray_compat.keep_replica_actor_classes()
+ray_compat.keep_replica_actor_classes()  # once per deployment: the second call changes nothing
+kept = info("ServeReplica:app:a").actor_def
+assert copy(first).actor_def is kept and info("ServeReplica:app:a").actor_def is kept
+assert info("ServeReplica:app:b").actor_def is not kept
+assert kept.__ray_metadata__.class_name == "ServeReplica:app:a"
+ray_compat.REPLICA_CLASSES_KEPT = 1
+info("ServeReplica:app:c").actor_def  # the least recently used name (a) goes
+assert info("ServeReplica:app:a").actor_def is not kept
+"""
+    subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_serve_pickles_a_deployments_router_and_policy_one_at_a_time() -> None:
+    import threading
+
+    from ray.serve.config import AutoscalingPolicy, RequestRouterConfig
+
+    from sllm_ray.config import AUTOSCALING_POLICY_PATH as POLICY
+
+    ray_compat.serialize_deploy_callables_one_at_a_time()
+    built: list[object] = []
+    builds = [
+        threading.Thread(target=lambda: built.append(AutoscalingPolicy(policy_function=POLICY))),
+        threading.Thread(target=lambda: built.append(RequestRouterConfig())),
+    ]
+    with ray_compat._DEPLOY_PICKLING:
+        for build in builds:
+            build.start()
+        for build in builds:
+            build.join(timeout=0.3)
+        assert not built  # both wait for the lock
+    for build in builds:
+        build.join(timeout=30)
+    assert len(built) == 2
