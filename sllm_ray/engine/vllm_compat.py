@@ -147,6 +147,43 @@ def prepare_engine_process() -> None:
 
     _answer_once(async_llm, "load_stat_logger_plugin_factories")
     _answer_once(logits_processor, "_load_logitsprocs_plugins")
+    if current_platform.is_cpu():
+        _seed_compiled_devices_only()
+    _render_chat_templates_on_first_use()
+
+
+def _seed_compiled_devices_only() -> None:
+    """Each build seeds torch (``set_random_seed``), and ``torch.manual_seed`` seeds
+    CUDA, XPU and MTIA too. With no such device initialised, torch queues each of those
+    seedings for a lazy init, with the caller's stack formatted for the error it would
+    raise: the source line of every frame, read through ``linecache`` from disk in a
+    newly forked host. A device whose runtime this torch was built without never
+    initialises, so its seeding is dropped. (With the chat template below, 0.01 of the
+    0.12 CPU-s a build takes in a forked host on 2 cores: ``benchmarks/engine_build.py``.)"""
+    import torch
+
+    for device in (torch.cuda, torch.xpu, torch.mtia):
+        if not device._is_compiled():
+            device.manual_seed_all = _no_seeding
+
+
+def _no_seeding(seed: int) -> None:
+    """The seeding of a device this torch has no runtime for."""
+
+
+def _render_chat_templates_on_first_use() -> None:
+    """vLLM renders a chat once while it builds the serving layer, so that a long-lived
+    server's first chat request does not pay for resolving and compiling the model's
+    chat template. Here a build is on the cold path of the request that asked for it,
+    and a completion never needs the template, while a chat pays the same when it
+    renders. So the template is resolved on first use."""
+    from vllm.renderers.online_renderer import OnlineRenderer
+
+    OnlineRenderer.warmup = _no_warmup  # type: ignore[method-assign]
+
+
+def _no_warmup(renderer: Any) -> None:
+    """A chat template resolved and compiled by the first request that renders one."""
 
 
 def _answer_once(module: Any, name: str) -> None:

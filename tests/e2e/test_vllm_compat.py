@@ -109,6 +109,43 @@ def test_plugin_lists_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch)
     assert async_llm.load_stat_logger_plugin_factories() == first
 
 
+def test_seeding_formats_no_stack_for_devices_torch_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import traceback
+
+    import torch
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+
+    def no_stack(*_: object) -> None:
+        raise AssertionError("seeding formatted the caller's stack for a device lazy init")
+
+    monkeypatch.setattr(traceback, "format_stack", no_stack)
+    torch.manual_seed(7)  # as vLLM's set_random_seed does in each build
+    first = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(first, torch.rand(3))  # the CPU generator is seeded all the same
+
+
+def test_chat_templates_are_resolved_by_the_first_chat_not_the_build() -> None:
+    from vllm.renderers.online_renderer import OnlineRenderer
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+
+    class NoRendering:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the build's warmup used the renderer ({name})")
+
+    OnlineRenderer.warmup(NoRendering())  # type: ignore[arg-type]
+    # init_app_state still calls it: the build needs nothing else from it.
+    from vllm.entrypoints.launchers.api_server import app_state
+
+    assert "online_renderer.warmup()" in Path(app_state.__file__).read_text()
+
+
 def test_the_system_fingerprint_is_vllms_computed_once(tiny_model_dir: Path) -> None:
     import argparse
 
