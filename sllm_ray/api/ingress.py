@@ -167,10 +167,17 @@ def _engine_lost(exc: BaseException) -> bool:
     return isinstance(carried_error(exc), EngineLostError)
 
 
+class _NotDeployedYet(Exception):
+    """Serve lists no deployment for the model's handle: a deploy it has not taken yet (a
+    retry after a failed start redeploys an application still being deleted)."""
+
+
 def _unavailable_here(exc: BaseException) -> bool:
     """The request found no replica to take it: Serve has no deployment for the handle, or
     the replica reached is leaving after a failed start (``OpenAIIngress._unavailable``)."""
-    return isinstance(exc, DeploymentUnavailableError) or isinstance(carried_error(exc), ReplicaLeavingError)
+    return isinstance(exc, DeploymentUnavailableError | _NotDeployedYet) or isinstance(
+        carried_error(exc), ReplicaLeavingError
+    )
 
 
 class _Reply:
@@ -328,7 +335,10 @@ class OpenAIIngress:
 
     def _model_handle(self, config: ModelConfig) -> DeploymentHandle:
         app_name = model_app_name(self._owner, config.model)
-        return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
+        try:
+            return serve.get_deployment_handle(config.deployment_name, app_name=app_name)
+        except KeyError as exc:
+            raise _NotDeployedYet(str(exc)) from None
 
     async def _ask(self, call: Any, timeout_s: float = MANAGER_TIMEOUT_S) -> Any:
         """The manager's answer to ``call``, its error raised. A manager that is down or
@@ -455,7 +465,7 @@ class OpenAIIngress:
                     logger.info("model manager back: model list refreshed")
                 manager_down = False
 
-    async def _resolve(self, endpoint: Endpoint, body: dict[str, Any]) -> Route[DeploymentHandle]:
+    async def _resolve(self, endpoint: Endpoint, body: dict[str, Any]) -> Route:
         name = body.get("model")
         if isinstance(name, str) and name and name not in self._directory:
             # Registered a moment ago through another replica? With the manager down, the
@@ -501,7 +511,7 @@ class OpenAIIngress:
     async def _routed(
         self,
         endpoint: Endpoint,
-        route: Route[DeploymentHandle],
+        route: Route,
         log: RequestLog,
         request_deadline: tuple[float, str],
         *,
@@ -535,7 +545,7 @@ class OpenAIIngress:
         return _Reply(replica, head, events, log, request_deadline, resume)
 
     async def _dispatch(
-        self, endpoint: Endpoint, route: Route[DeploymentHandle], body: dict[str, Any], log: RequestLog
+        self, endpoint: Endpoint, route: Route, body: dict[str, Any], log: RequestLog
     ) -> tuple[str, ResponseHead, DeploymentResponseGenerator]:
         """The request sent to a replica of its model, once one accepted it: which one, the
         reply's head and the rest of its events."""
@@ -553,11 +563,11 @@ class OpenAIIngress:
         try:
             while True:
                 await self._gate(config.model)
-                _, handle = self._directory.get(config.model)  # a new one after a failed start
-                events: DeploymentResponseGenerator = handle.options(**options).generate.remote(
-                    endpoint, body, route.adapter
-                )
                 try:
+                    _, handle = self._directory.get(config.model)  # a new one after a failed start
+                    events: DeploymentResponseGenerator = handle.options(**options).generate.remote(
+                        endpoint, body, route.adapter
+                    )
                     accepted = await self._accepted(config, events, wait_s, deadline)
                     break
                 except Exception as exc:

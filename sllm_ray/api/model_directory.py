@@ -23,12 +23,13 @@ SLLM_ADAPTER_FIELD = "lora_adapter_name"
 
 
 @dataclass(frozen=True)
-class Route(Generic[H]):
-    """Where a request goes: its model (an adapter's base), the handle, the adapter, and the
-    body to forward (``model`` naming what the engine serves: the model or the adapter)."""
+class Route:
+    """Where a request goes: its model (an adapter's base), the adapter, and the body to
+    forward (``model`` naming what the engine serves: the model or the adapter). No handle
+    yet: a model whose application Serve is still taking back (a retry after a failed
+    start) gets its handle once it is deployed (``get``)."""
 
     config: ModelConfig
-    handle: H
     adapter: AdapterConfig | None
     body: dict[str, Any]
 
@@ -80,7 +81,7 @@ class ModelDirectory(Generic[H]):
                 return bare
         return None
 
-    def route(self, body: dict[str, Any]) -> Route[H]:
+    def route(self, body: dict[str, Any]) -> Route:
         """Where the request goes, by its ``model`` field (an adapter's name, or ServerlessLLM's
         ``lora_adapter_name`` beside its base's); a 404 in OpenAI's shape when nothing has it."""
         name = body.get("model")
@@ -108,10 +109,9 @@ class ModelDirectory(Generic[H]):
             base, adapter = self._adapters[known]
         else:
             base = known
-        config, handle = self.get(base)
         if known != name:
             body = {**body, "model": known}
-        return Route(config, handle, adapter, body)
+        return Route(self._models[base], adapter, body)
 
     def get(self, name: str) -> tuple[ModelConfig, H]:
         if name not in self._models:

@@ -60,6 +60,7 @@ from sllm_ray.control.sources import (
     check_hub_model,
     resolve_source,
 )
+from sllm_ray.engine.records import EngineStarted
 from sllm_ray.errors import (
     ConflictError,
     ErrorReply,
@@ -195,7 +196,7 @@ class ModelManager:
         self._base = Path(base_dir)
         self._registry = Registry(registry_path)
         self._owner = serve.get_replica_context().app_name
-        self._nodes = NodeServices(self._owner, config, Path(data_dir))
+        self._nodes = NodeServices(self._owner, config, Path(data_dir), self._engine_started)
         self._nodes.ensure()
         # One Serve API call at a time: deploys and deletes of one model must not interleave.
         self._serve_lock = asyncio.Lock()
@@ -208,7 +209,7 @@ class ModelManager:
         # Model -> the config its replicas are built with (engine memory derived), as
         # deployed: a replica's failed start names its fingerprint.
         self._deployed: dict[str, ModelConfig] = {}
-        # Model -> its replicas that reported an engine (``engine_ready``): a start that
+        # Model -> its replicas that reported an engine (``_engine_started``): a start that
         # fails beside one of them is that replica's, not the model's. Cleared when the
         # model has no running replica.
         self._serving: dict[str, set[str]] = {}
@@ -557,13 +558,13 @@ class ModelManager:
         if task is not None:
             await asyncio.shield(task)
 
-    async def engine_ready(self, model: str, fingerprint: str, replica: str) -> None:
-        """Called by a replica that has its first engine: the model starts, its failed
-        starts are over. (Serve's running replica may still be building its engine.)"""
-        deployed = self._deployed.get(model)
-        if deployed is not None and deployed.engine_fingerprint() == fingerprint:
-            self._serving.setdefault(model, set()).add(replica)
-            self._failures.started(model)
+    def _engine_started(self, started: EngineStarted) -> None:
+        """A replica has its first engine (its node's pool says so): the model starts, its
+        failed starts are over. (Serve's running replica may still be building its engine.)"""
+        deployed = self._deployed.get(started.model)
+        if deployed is not None and deployed.engine_fingerprint() == started.fingerprint:
+            self._serving.setdefault(started.model, set()).add(started.replica)
+            self._failures.started(started.model)
 
     async def start_failed(self, model: str, fingerprint: str, message: str, replica: str) -> None:
         """Called by a replica whose first engine could not be had: the requests waiting

@@ -7,7 +7,8 @@ child of its node's pool), so a manager that dies must not take them along, as R
 the actors an actor owns. A restarted manager finds them again by name. The manager
 removes them when the app is deleted (``close``, from its graceful shutdown) and when
 their node is gone. It also asks every store to prepare each registered model and
-records, from the stores' reports, which tier holds each model on each node.
+records, from the stores' reports, which tier holds each model on each node, and follows
+every pool's engine starts (``engine/start_feed.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sllm_ray import metrics, ray_compat
 from sllm_ray.config import AppConfig, ModelConfig
 from sllm_ray.control.placement import Estimate, NodeState, fits, rank
 from sllm_ray.engine.host_pool import HostPool
+from sllm_ray.engine.records import EngineStarted
 from sllm_ray.names import NAMESPACE, checkpoint_key, layout_key, named_actor, pool_name, store_name
 from sllm_ray.store.locate import DISK, DRAM, engine_layout
 from sllm_ray.store.store_actor import CheckpointStore
@@ -39,6 +41,10 @@ CLOSE_TIMEOUT_S = 5.0
 # A node label naming the node's own folder under ``<data_dir>/store``: for nodes that share
 # the filesystem holding ``data_dir`` (several Ray nodes on one machine, a network disk).
 DISK_LABEL = "sllm-ray/disk"
+# A pool's engine starts: how long one call of the manager's waits for the next, and how
+# long after a failed call (the pool restarting) it calls again.
+FOLLOW_WAIT_S = 30.0
+FOLLOW_RETRY_S = 1.0
 
 
 def _held(report: dict[str, Any]) -> dict[str, str]:
@@ -60,9 +66,12 @@ def _keys(config: ModelConfig) -> set[str]:
 class _Node:
     pool: Any
     store: Any
+    follow: asyncio.Task[None] | None = None  # of the pool's engine starts
 
 
 def _stop(node: _Node) -> None:
+    if node.follow is not None:
+        node.follow.cancel()
     for actor in (node.pool, node.store):
         with contextlib.suppress(Exception):  # gone already
             ray.kill(actor, no_restart=True)
@@ -77,8 +86,11 @@ def _named_actor_exists(name: str) -> bool:
 
 
 class NodeServices:
-    def __init__(self, app: str, config: AppConfig, data_dir: Path) -> None:
+    def __init__(
+        self, app: str, config: AppConfig, data_dir: Path, engine_started: Callable[[EngineStarted], None]
+    ) -> None:
         self._app = app
+        self._engine_started = engine_started
         self._config = config
         self._store_dir = data_dir / "store"
         self._nodes: dict[str, _Node] = {}
@@ -212,7 +224,11 @@ class NodeServices:
             node.pool.forget.remote(config.model)
 
     async def refresh(self) -> None:
-        """Read every store's report (what it holds in which tier) and pool's (engines asleep)."""
+        """Read every store's report (what it holds in which tier) and pool's (engines
+        asleep); follow the engine starts of a new node's pool."""
+        for node_id, node in self._nodes.items():
+            if node.follow is None:
+                node.follow = asyncio.get_running_loop().create_task(self._follow(node_id, node.pool))
         nodes = list(self._nodes.items())
         reports = await asyncio.gather(
             *(n.store.status.remote() for _, n in nodes),
@@ -236,6 +252,21 @@ class NodeServices:
                     self._restarted(node_id, before)
             if isinstance(pool, dict):
                 self._pools[node_id] = pool
+
+    async def _follow(self, node_id: str, pool: Any) -> None:
+        """Hand each engine start of the pool to the manager as it comes, until the node's
+        services are stopped (``_stop``)."""
+        instance, seq = "", 0
+        while True:
+            try:
+                starts = await pool.engines_started.remote(instance, seq, FOLLOW_WAIT_S)
+            except ray.exceptions.RayError as exc:  # restarting: Ray brings it back
+                logger.info("engine starts of node %s not read: %s", node_id, exc)
+                await asyncio.sleep(FOLLOW_RETRY_S)
+                continue
+            instance, seq = starts.instance, starts.seq
+            for started in starts.started:
+                self._engine_started(started)
 
     def tiers(self, config: ModelConfig) -> dict[str, str]:
         """Per node, the fastest tier that held the model at the last refresh."""

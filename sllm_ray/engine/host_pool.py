@@ -16,7 +16,8 @@ it. A replica of the same engine claiming a host on this node gets the sleeping 
 which wakes instead of building (a hot start).
 
 The pool also keeps the node's idle Ray workers for the next model replicas
-(``replica_workers.py``), as many as that largest burst too, at least ``min_workers``.
+(``replica_workers.py``), as many as that largest burst too, at least ``min_workers``,
+and passes the node's engine starts on to the model manager (``start_feed.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from sllm_ray.engine.build_gate import BuildGate
 from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.launcher import Launcher, LauncherError
 from sllm_ray.engine.process_exit import wait_exit
-from sllm_ray.engine.records import HostLease, HostRecord, host_address
+from sllm_ray.engine.records import EngineStarted, EngineStarts, HostLease, HostRecord, host_address
 from sllm_ray.engine.replica_workers import ReplicaWorkers
 from sllm_ray.engine.sleepers import Sleepers
+from sllm_ray.engine.start_feed import StartFeed
 from sllm_ray.log_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ class HostPool:
         self._min_workers = min_workers
         self._workers = ReplicaWorkers(node_id)
         self._spawn(self._keep_workers())
+        self._starts = StartFeed()
 
     def _spawn(self, coro: object) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -379,6 +382,16 @@ class HostPool:
                     os.kill(host.pid, signal.SIGKILL)
 
         self._spawn(stop())
+
+    # Engine starts, for the model manager.
+
+    def engine_started(self, started: EngineStarted) -> None:
+        """A replica on this node has its first engine (``ModelServer``)."""
+        self._starts.add(started)
+
+    async def engines_started(self, instance: str, seq: int, wait_s: float) -> EngineStarts:
+        """What the manager follows (``NodeServices``): ``StartFeed.since``."""
+        return await self._starts.since(instance, seq, wait_s)
 
     # Reports.
 

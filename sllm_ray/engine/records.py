@@ -138,3 +138,23 @@ def host_address(run_dir: str, host_id: str) -> str:
     """The Unix socket of a host's channel: short, since a socket path has at most 107
     bytes."""
     return f"ipc://{run_dir}/h-{digest(host_id, 12)}.sock"
+
+
+@dataclass(frozen=True)
+class EngineStarted:
+    """A replica has its first engine: its model's failed starts are over. The replica
+    tells its node's pool, which the model manager follows (``start_feed.py``)."""
+
+    model: str
+    fingerprint: str  # the engine's (``ModelConfig.engine_fingerprint``)
+    replica: str
+
+
+@dataclass(frozen=True)
+class EngineStarts:
+    """A pool's engine starts after a follower's mark. ``instance`` is new each time the
+    pool starts; ``seq`` counts its starts, the follower's next mark."""
+
+    instance: str
+    seq: int
+    started: tuple[EngineStarted, ...]

@@ -8,6 +8,8 @@ channel, launcher and hosts, only the engine is fake. Its engine arguments:
 - ``fake_token_s``: seconds per token, between streamed ones (a whole answer: all of them before
   it; default 0);
 - ``fake_fail``: ``start`` raises ``RuntimeError`` with this message (a broken engine);
+- ``fake_fail_while``: a path; ``start`` raises ``RuntimeError`` while it exists (an
+  engine broken until something outside it is mended: a retry of it then starts);
 - ``max_model_len``: prompts longer than this (in characters) get vLLM's 400;
 - ``enable_lora``, ``max_lora_rank``, ``max_loras``: taken; a request names the model or an
   adapter loaded (``load_adapter``), else it gets vLLM's 404, and the reply names it.
@@ -25,6 +27,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sllm_ray.engine.records import EngineSpec, LoadReport
@@ -36,6 +39,7 @@ ARGS = (
     "fake_build_s",
     "fake_token_s",
     "fake_fail",
+    "fake_fail_while",
     "max_model_len",
     "enforce_eager",
     "kv_cache_memory_bytes",
@@ -88,6 +92,8 @@ class FakeEngine:
         await asyncio.sleep(float(self._args.get("fake_build_s", 0.05)))
         if "fake_fail" in self._args:
             raise RuntimeError(str(self._args["fake_fail"]))
+        if "fake_fail_while" in self._args and Path(self._args["fake_fail_while"]).exists():
+            raise RuntimeError(f"{self._args['fake_fail_while']} exists")
         self.phases["engine_core_s"] = time.perf_counter() - started
         return None
 

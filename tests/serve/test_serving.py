@@ -152,6 +152,33 @@ def test_a_broken_engine_fails_its_waiting_request_with_the_cause_and_a_patch_fi
     assert fake_admin.delete("/v1/admin/models/broken").status_code == 200
 
 
+def test_a_failed_start_is_over_once_a_retry_has_its_engine(
+    fake_admin: httpx.Client, fake_client: openai.OpenAI, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The replica that has its engine tells its node's pool, and the manager, following
+    the pool, clears the model's failure: nothing else does for a retry of the same engine."""
+    broken_while = tmp_path / "broken"
+    broken_while.touch()
+    flaky = fake_model("flaky", tiny_model_dir, autoscaling=FAST)
+    flaky["engine_kwargs"] = {"fake_fail_while": str(broken_while)}
+    _register(fake_admin, flaky)
+    with pytest.raises(openai.APIStatusError) as failed:
+        _stream(fake_client, "flaky")
+    assert failed.value.status_code == 503 and f"{broken_while} exists" in str(failed.value)
+    failure = fake_admin.get("/v1/admin/models/flaky").json()["start_failure"]
+    assert failure is not None and not failure["retrying"]
+    broken_while.unlink()
+    time.sleep(max(0.0, failure["retry_at"] - time.time()))
+    assert _stream(fake_client, "flaky")[1] == "tok0 tok1 tok2 tok3"  # the retry, same engine
+
+    def described() -> dict[str, Any]:
+        return fake_admin.get("/v1/admin/models/flaky").json()
+
+    wait_for(lambda: described()["start_failure"] is None, 10, "the failure over")
+    assert described()["state"] == "active"
+    assert fake_admin.delete("/v1/admin/models/flaky").status_code == 200
+
+
 def _kill_host_mid_stream(stream: Any, model: str) -> tuple[str, Any, float]:
     """Read ``stream``, SIGKILLing the model's engine host after a few tokens."""
     return read_killing(stream, _record(model)["host"]["pid"])

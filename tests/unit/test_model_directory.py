@@ -29,7 +29,21 @@ def directory() -> ModelDirectory[str]:
 
 def test_resolve_picks_the_named_model(directory: ModelDirectory[str]) -> None:
     route = directory.route({"model": "org/b", "messages": []})
-    assert (route.config.model, route.handle, route.adapter) == ("org/b", "handle-org/b", None)
+    assert (route.config.model, route.adapter) == ("org/b", None)
+
+
+def test_routing_makes_no_handle() -> None:
+    """A request for a model whose application is being deployed again is routed before
+    Serve lists the deployment: its handle is made later, by the wait for a replica."""
+
+    def not_deployed(config: ModelConfig) -> str:
+        raise KeyError(f"{config.model} does not exist")
+
+    directory: ModelDirectory[str] = ModelDirectory(not_deployed)
+    directory.sync(MODELS)
+    assert directory.route({"model": "a"}).config.model == "a"
+    with pytest.raises(KeyError):
+        directory.get("a")
 
 
 @pytest.mark.parametrize("body", [{}, {"model": None}, {"model": ""}])
@@ -89,7 +103,7 @@ def _with_adapters() -> ModelDirectory[str]:
 
 def test_an_adapter_routes_to_its_base() -> None:
     route = _with_adapters().route({"model": "fine", "prompt": "x"})
-    assert (route.config.model, route.handle, route.served) == ("base", "handle-base", "fine")
+    assert (route.config.model, route.served) == ("base", "fine")
     assert route.adapter is not None and route.adapter.source == "/lora/fine"
     assert route.body == {"model": "fine", "prompt": "x"}  # the engine serves it by this name
 

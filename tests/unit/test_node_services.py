@@ -1,5 +1,6 @@
-"""NodeServices' bookkeeping of the per-node stores, against stand-in actors: a store that
-restarts is asked again for what it held in DRAM or was preparing, and nothing else."""
+"""NodeServices' bookkeeping of the per-node services, against stand-in actors: a store that
+restarts is asked again for what it held in DRAM or was preparing, and nothing else; every
+engine start a pool is told of reaches the manager once, across the pool's restart."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+import ray
+
 from sllm_ray.config import AppConfig, ModelConfig
+from sllm_ray.control import nodes as nodes_module
 from sllm_ray.control.nodes import NodeServices, _Node
+from sllm_ray.engine.records import EngineStarted, EngineStarts
+from sllm_ray.engine.start_feed import StartFeed
 from sllm_ray.names import checkpoint_key
 
 
@@ -20,8 +27,11 @@ class _Method:
         self._call = call
 
     def remote(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        result = self._call(*args, **kwargs)
+        if isinstance(result, asyncio.Task):  # an async method's
+            return result
         future = asyncio.get_running_loop().create_future()
-        future.set_result(self._call(*args, **kwargs))
+        future.set_result(result)
         return future
 
 
@@ -44,8 +54,20 @@ class _Store:
 
 
 class _Pool:
-    status = _Method(lambda: {"sleeping": []})
-    forget = _Method(lambda model: None)
+    """A pool's reports and its engine starts; ``down``: its calls fail, as while Ray
+    restarts it."""
+
+    def __init__(self) -> None:
+        self.status = _Method(lambda: {"sleeping": []})
+        self.forget = _Method(lambda model: None)
+        self.feed = StartFeed()
+        self.down = False
+        self.engines_started = _Method(self._since)
+
+    def _since(self, instance: str, seq: int, wait_s: float) -> asyncio.Task[EngineStarts]:
+        if self.down:
+            raise ray.exceptions.ActorUnavailableError("restarting", None)
+        return asyncio.get_running_loop().create_task(self.feed.since(instance, seq, wait_s))
 
 
 async def _settle() -> None:
@@ -55,7 +77,7 @@ async def _settle() -> None:
 
 def test_a_restarted_store_is_asked_again_for_what_it_held(tmp_path: Path) -> None:
     async def run() -> None:
-        nodes = NodeServices("app", AppConfig(), tmp_path)
+        nodes = NodeServices("app", AppConfig(), tmp_path, lambda started: None)
         store = _Store()
         nodes._nodes["n1"] = _Node(_Pool(), store)
         models = {name: ModelConfig(model=name, model_source=f"/src/{name}") for name in "abc"}
@@ -82,5 +104,45 @@ def test_a_restarted_store_is_asked_again_for_what_it_held(tmp_path: Path) -> No
         await nodes.refresh()
         await _settle()
         assert store.prepared == []
+
+    asyncio.run(run())
+
+
+def test_every_engine_start_a_pool_is_told_of_reaches_the_manager_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nodes_module, "FOLLOW_RETRY_S", 0.01)
+    monkeypatch.setattr(nodes_module, "FOLLOW_WAIT_S", 0.01)  # calls under way end soon
+    monkeypatch.setattr(ray, "kill", lambda actor, no_restart: None)  # stand-ins: no Ray here
+
+    async def run() -> None:
+        heard: list[EngineStarted] = []
+        nodes = NodeServices("app", AppConfig(), tmp_path, heard.append)
+        pool = _Pool()
+        nodes._nodes["n1"] = _Node(pool, _Store())
+        early = EngineStarted("a", "f1", "r1")
+        pool.feed.add(early)  # before the manager follows the pool: kept for it
+        await nodes.refresh()
+        await asyncio.sleep(0.02)
+        assert heard == [early]
+        await nodes.refresh()  # followed already: not a second follower
+        later = [EngineStarted("b", "f2", "r2"), EngineStarted("a", "f1", "r3")]
+        for started in later:
+            pool.feed.add(started)
+        await asyncio.sleep(0.02)
+        assert heard == [early, *later]
+        # Ray restarts the pool: calls fail meanwhile, and its new feed starts afresh.
+        pool.down = True
+        await asyncio.sleep(0.05)
+        pool.feed = StartFeed()
+        after = EngineStarted("c", "f3", "r4")
+        pool.feed.add(after)
+        pool.down = False
+        await asyncio.sleep(0.05)
+        assert heard == [early, *later, after]
+        node = nodes._nodes.pop("n1")
+        nodes_module._stop(node)  # the node's services stopped (its node gone): so is its follower
+        await asyncio.sleep(0.02)
+        assert node.follow is not None and node.follow.cancelled()
 
     asyncio.run(run())
