@@ -4,13 +4,15 @@ On a small node a cold start's speed, a burst's and the warm models' throughput 
 all move with the CPU a cold start takes from the others, and that CPU is spread over
 Serve's controller, the new replica, the engine host, the ingress, the node's pool, the
 GCS... The demo model is registered with the demo's engine arguments, ``keep_asleep:
-false`` (every start builds an engine) and a short keep-alive. For each of ``--starts``:
-wait until it is at zero and the node is quiet, count every process's CPU-seconds over an
-idle window of ``--window-s`` (the baseline: the idle loops of the same processes), then
-over the same length from one streaming request (the cold start, its first token and the
-rest of the reply; the model's keep-alive outlasts the window). A process's cost of the
-cold start is the difference. Processes are grouped by role, read off their command lines
-(Ray names its workers after their actors); the benchmark's own client is not the app's.
+false`` (every start builds an engine) and a keep-alive of the window. For each of
+``--starts``: wait until it is at zero and the node is quiet, count every process's
+CPU-seconds over an idle window of ``--window-s`` (the baseline: the idle loops of the
+same processes), then over the same length from one streaming request: the cold start,
+its first token and the rest of the reply, and the replica worker the node's pool starts
+1.5 s after the claim, in place of the one the replica took (the model goes back to zero
+only after the window). A process's cost of the cold start is the difference. Processes
+are grouped by role, read off their command lines (Ray names its workers after their
+actors); the benchmark's own client is not the app's.
 
 It reads the processes of this machine: the app must run here (the default starts one in
 this process; ``--url`` only for an app on this machine).
@@ -46,7 +48,8 @@ ROLES = (
     ("sllm_ray.engine.launcher", "engine launcher"),
     ("gcs_server", "GCS"),
     ("raylet", "raylet"),
-    ("ray::IDLE", "idle Ray workers"),
+    # The one the node's pool starts in place of the worker the new replica took.
+    ("ray::IDLE", "replica workers started"),
     ("dashboard", "Ray dashboard"),
     ("cold_start_cpu", "this benchmark"),
 )

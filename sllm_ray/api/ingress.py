@@ -599,9 +599,11 @@ class OpenAIIngress:
         """Serve has no deployment for the model's handle, or the replica reached failed to
         start and is leaving: the model's start failed and this ingress had not heard of it
         yet (the cause, at once), or a newer deployment is on its way (registered or fixed a
-        moment ago: try again, within the wait)."""
+        moment ago, or the next attempt after a failed start's backoff, while the failed
+        replica is still up: try again, within the wait)."""
         await self._refresh()
-        if model in self._failures:
+        failure = self._failures.get(model)
+        if failure is not None and not failure.retrying:
             raise self._start_failed(model)
         if time.monotonic() + UNAVAILABLE_RETRY_S > deadline:
             raise ServiceUnavailableError(

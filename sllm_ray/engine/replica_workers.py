@@ -34,6 +34,7 @@ import ray
 from ray.runtime_env import RuntimeEnv
 
 from sllm_ray import ray_compat
+from sllm_ray.store import locate
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +88,14 @@ STARTING_CPU_S = 0.1
 
 def prepare() -> None:
     """The setup hook of a replica's worker: before the worker takes its actor, import what a
-    model replica runs (about 1 s), build the worker's serializer (its first use imports
-    pydantic's v1 API), and take what is loaded out of the garbage collector's scans: Serve
-    runs a full collection as a replica starts, which otherwise walks all of it."""
+    model replica runs (about 1 s), read the installed vLLM's version, build the worker's
+    serializer (its first use imports pydantic's v1 API), and take what is loaded out of the
+    garbage collector's scans: Serve runs a full collection as a replica starts, which
+    otherwise walks all of it."""
     global prepared_at, prepared_modules
     for module in REPLICA_MODULES:
         importlib.import_module(module)
+    locate.vllm_version()  # a start names its engine's layout (``locate.engine_layout``)
     ray_compat.serialization_context()
     gc.collect()
     gc.freeze()

@@ -169,7 +169,11 @@ def test_a_failed_start_is_over_once_a_retry_has_its_engine(
     assert failure is not None and not failure["retrying"]
     broken_while.unlink()
     time.sleep(max(0.0, failure["retry_at"] - time.time()))
-    assert _stream(fake_client, "flaky")[1] == "tok0 tok1 tok2 tok3"  # the retry, same engine
+    # The retry, of the same engine; several at once, so that both ingress replicas see it,
+    # the one that had the failed deployment's handle among them.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(lambda _: _stream(fake_client, "flaky")[1], range(4)))
+    assert texts == ["tok0 tok1 tok2 tok3"] * 4
 
     def described() -> dict[str, Any]:
         return fake_admin.get("/v1/admin/models/flaky").json()
