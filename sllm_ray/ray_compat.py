@@ -100,8 +100,8 @@ def serialize_deploy_callables_one_at_a_time() -> None:
 # (``DeploymentState.autoscale``), and a copy drops the class. So each scale from zero makes
 # a new class, which Ray exports again when the replica is created: it pickles the class,
 # disassembles its methods for a collision check and stores it in the GCS, about 27 ms of
-# the controller's CPU on a quiet 2-core node and up to 0.2 s of one control loop in a
-# burst, a loop in which no other model's scale-up is decided. The class depends only on
+# the controller's CPU on a quiet 2-core node, within a control loop that decides no other
+# model's scale-up meanwhile (loops of up to 0.2 s in a burst). The class depends only on
 # the actor's name (Serve's replica class under it), so one per name may be kept.
 REPLICA_CLASSES_KEPT = 1024  # deployments whose replica class the controller keeps
 
@@ -118,10 +118,10 @@ def keep_replica_actor_classes() -> None:
 
     def actor_def(self: Any) -> Any:
         if self._cached_actor_def is None:
-            kept = classes.pop(self.actor_name, None)
+            kept = classes.get(self.actor_name)
             self._cached_actor_def = kept if kept is not None else original.fget(self)
         classes[self.actor_name] = self._cached_actor_def
-        classes.move_to_end(self.actor_name)
+        classes.move_to_end(self.actor_name)  # the most recently used
         while len(classes) > REPLICA_CLASSES_KEPT:
             classes.popitem(last=False)
         return self._cached_actor_def

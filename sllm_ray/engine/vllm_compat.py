@@ -149,6 +149,7 @@ def prepare_engine_process() -> None:
     _answer_once(logits_processor, "_load_logitsprocs_plugins")
     if current_platform.is_cpu():
         _seed_compiled_devices_only()
+        _allow_amx()
     _render_chat_templates_on_first_use()
 
 
@@ -165,6 +166,18 @@ def _seed_compiled_devices_only() -> None:
     for device in (torch.cuda, torch.xpu, torch.mtia):
         if not device._is_compiled():
             device.manual_seed_all = _no_seeding
+
+
+def _allow_amx() -> None:
+    """Linux lets a process use AMX's tile registers only once it asked for them
+    (``arch_prctl(ARCH_REQ_XCOMP_PERM)``); an AMX instruction before that is an illegal
+    instruction, which kills the process. vLLM's CPU attention runs AMX kernels for bf16
+    on CPUs that have AMX. Asked here, before the hosts are forked, the permission is every
+    host's."""
+    import torch
+
+    if torch.cpu._is_amx_tile_supported() and not torch.cpu._init_amx():
+        logger.warning("this CPU has AMX but the kernel refused its use: vLLM's AMX kernels will fail")
 
 
 def _no_seeding(seed: int) -> None:

@@ -128,6 +128,36 @@ def test_seeding_formats_no_stack_for_devices_torch_lacks(monkeypatch: pytest.Mo
     assert torch.equal(first, torch.rand(3))  # the CPU generator is seeded all the same
 
 
+AMX_CHECK = """
+import ctypes
+from sllm_ray.engine import vllm_compat
+
+def tiles_allowed() -> bool:
+    mask = ctypes.c_ulong(0)
+    assert ctypes.CDLL(None).syscall(158, 0x1022, ctypes.byref(mask)) == 0  # ARCH_GET_XCOMP_PERM
+    return bool(mask.value & (1 << 18))  # XFEATURE_XTILEDATA
+
+before = tiles_allowed()
+vllm_compat.prepare_engine_process()
+print(before, tiles_allowed())
+"""
+
+
+def test_a_launcher_on_a_cpu_with_amx_may_use_its_tiles_and_so_may_its_hosts() -> None:
+    """Without the permission, vLLM's bf16 CPU attention (AMX kernels) killed every forked
+    host with SIGILL at its first request."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if not torch.cpu._is_amx_tile_supported():
+        pytest.skip("this CPU has no AMX")
+    out = subprocess.run([sys.executable, "-c", AMX_CHECK], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["False", "True"]  # asked for by the preparation, not before
+
+
 def test_chat_templates_are_resolved_by_the_first_chat_not_the_build() -> None:
     from vllm.renderers.online_renderer import OnlineRenderer
 
