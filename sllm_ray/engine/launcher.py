@@ -14,7 +14,8 @@ nothing in preparing touches the second. Each child takes its devices when it is
 its engine (``host.use_devices``), before anything initializes CUDA.
 
 The pool talks to its launcher over the launcher's stdin and stdout, one JSON object
-per line (no sockets, no threads in the launcher):
+per line (no sockets, no threads in the launcher; whatever else the launcher or a host
+prints goes to stderr, the pool's log):
 
 - launcher → pool: ``{"ready": true, "prepare_s": s}`` once prepared (or
   ``{"failed": message}``), ``{"forked": host_id, "pid": n}`` per fork, ``{"exited":
@@ -48,6 +49,9 @@ from sllm_ray.log_setup import configure_logging
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# The file descriptor of the conversation with the pool: the stdout the pool started this
+# process with, until ``main`` moves it aside.
+_conversation = 1
 
 
 class LauncherError(RuntimeError):
@@ -62,7 +66,7 @@ def _die_with_parent() -> None:
 
 def _send(message: dict[str, Any]) -> None:
     # One write per line: under PIPE_BUF bytes it is atomic, even from the SIGCHLD handler.
-    os.write(1, (json.dumps(message) + "\n").encode())
+    os.write(_conversation, (json.dumps(message) + "\n").encode())
 
 
 def _reap(_signum: int, _frame: object) -> None:
@@ -83,7 +87,7 @@ def _child(host_id: str, address: str, cls: Any, gate: BuildGate, launcher_pid: 
     if os.getppid() != launcher_pid:  # the launcher died before the line above
         os._exit(1)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    os.dup2(2, 1)  # prints go to the pool's log, never into its conversation
+    os.close(_conversation)  # the launcher's alone: a host's end is told by the launcher
     from sllm_ray.engine.host import serve_host
 
     code = 0
@@ -99,7 +103,12 @@ def _child(host_id: str, address: str, cls: Any, gate: BuildGate, launcher_pid: 
 def main(engine_cls: str, gate: BuildGate) -> None:
     """The launcher process: prepare, then fork a host per request until stdin closes;
     the hosts share ``gate``."""
+    global _conversation
     _die_with_parent()
+    # Whatever else is written to stdout, here or in a host, goes to the pool's log: vLLM
+    # logs to stdout, and a line in the conversation that is no message would end it.
+    _conversation = os.dup(1)
+    os.dup2(2, 1)
     configure_logging()
     started = time.perf_counter()
     try:
@@ -169,7 +178,11 @@ class Launcher:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         async for line in process.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not from ``_send``: the reader would end, and with it the pool
+                logger.warning("engine launcher wrote %r", line[:200])
+                continue
             if "forked" in message:
                 future = self._forks.pop(message["forked"], None)
                 if future is not None and not future.done():

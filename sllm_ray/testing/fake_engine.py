@@ -35,6 +35,7 @@ from sllm_ray.protocol import SSE_DONE, Endpoint, ResponseHead
 
 # What ``AppConfig.engine_cls`` names to inject this engine.
 FAKE_ENGINE = f"{__name__}:FakeEngine"
+PRINTING_FAKE_ENGINE = f"{__name__}:PrintingFakeEngine"
 ARGS = (
     "fake_build_s",
     "fake_token_s",
@@ -174,3 +175,17 @@ class FakeEngine:
         if (body.get("stream_options") or {}).get("include_usage"):
             yield f"data: {json.dumps({**base, 'object': chunk_kind, 'choices': [], 'usage': usage})}\n\n"
         yield SSE_DONE
+
+
+class PrintingFakeEngine(FakeEngine):
+    """The fake engine, printing to stdout as it prepares and as it builds, as vLLM's
+    logging does: the launcher's stdout is its conversation with the pool."""
+
+    @classmethod
+    def prepare_process(cls) -> None:
+        print("a plugin's banner, printed while the launcher prepares", flush=True)
+
+    @classmethod
+    def for_host(cls, spec: EngineSpec) -> FakeEngine:
+        print(f"building {spec.model}", flush=True)
+        return cls(spec)

@@ -89,11 +89,13 @@ def test_the_cpu_kv_cache_buffer_is_mapped_zeroed_not_written() -> None:
 def test_plugin_lists_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata
 
+    import vllm.plugins
     from vllm.v1.engine import async_llm
     from vllm.v1.sample import logits_processor
 
     from sllm_ray.engine import vllm_compat
 
+    monkeypatch.setattr(vllm.plugins, "plugins_loaded", False)  # as in a fresh launcher
     vllm_compat.prepare_engine_process()
 
     def no_scan(**_: object) -> None:
@@ -105,6 +107,7 @@ def test_plugin_lists_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch)
         async_llm.load_stat_logger_plugin_factories()
     )  # a copy each time: vLLM's callers may extend it
     assert isinstance(logits_processor._load_logitsprocs_plugins(), list)
+    vllm.plugins.load_general_plugins()  # as each engine's arguments do: loaded already
     vllm_compat.prepare_engine_process()  # again: still answered, not wrapped twice
     assert async_llm.load_stat_logger_plugin_factories() == first
 
@@ -174,6 +177,55 @@ def test_chat_templates_are_resolved_by_the_first_chat_not_the_build() -> None:
     from vllm.entrypoints.launchers.api_server import app_state
 
     assert "online_renderer.warmup()" in Path(app_state.__file__).read_text()
+
+
+# Qwen's guard: a system message after the first is an error, so vLLM merges them.
+SYSTEM_FIRST = (
+    "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('System message must be at the beginning.') }}{% endif %}"
+    "{{ m['content'] }}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "merge"), [(SYSTEM_FIRST, True), ("{{ messages[0]['content'] }}", False)]
+)
+def test_the_inline_system_merge_is_vllms_decided_when_first_asked(template: str, merge: bool) -> None:
+    from types import SimpleNamespace
+
+    from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+    vllm_compat.prepare_engine_process()  # again: not deferred twice
+    asked: list[str] = []
+
+    class Renderer(SimpleNamespace):
+        def __getattribute__(self, name: str) -> object:
+            asked.append(name)
+            return object.__getattribute__(self, name)
+
+    verdict = AnthropicServingMessages._should_merge_inline_system(
+        Renderer(renderer=None, chat_template=template)
+    )
+    assert asked == []  # nothing resolved or compiled while the serving layer is built
+    assert bool(verdict) is merge and asked  # vLLM's own check, on first use
+    assert bool(verdict) is merge and len(asked) == len(set(asked))  # once
+
+
+def test_vllms_kernels_are_resolved_before_the_hosts_fork() -> None:
+    import torch
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+    ops = {name.partition("::")[::2] for name in torch._C._dispatch_get_all_op_names()}
+    kernels = {(space, op.split(".")[0]) for space, op in ops if space in ("_C", "vllm")}
+    assert ("_C", "rotary_embedding") in kernels  # one a host's first forward pass runs
+    # ``torch.ops`` keeps an op's wrapper on its namespace once built: a host finds it.
+    unresolved = [f"{space}.{op}" for space, op in kernels if op not in vars(getattr(torch.ops, space))]
+    assert unresolved == []
 
 
 def test_the_system_fingerprint_is_vllms_computed_once(tiny_model_dir: Path) -> None:

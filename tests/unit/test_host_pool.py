@@ -19,7 +19,7 @@ from sllm_ray.engine.channel import ChannelClient, ChannelError
 from sllm_ray.engine.host_pool import MAX_READY, HostPool, Sizing
 from sllm_ray.engine.records import EngineSpec, HostLease, HostRecord
 from sllm_ray.protocol import Endpoint, ResponseHead
-from sllm_ray.testing.fake_engine import FAKE_ENGINE
+from sllm_ray.testing.fake_engine import FAKE_ENGINE, PRINTING_FAKE_ENGINE
 
 
 def test_ready_hosts_follow_the_largest_recent_burst_within_the_memory_budget() -> None:
@@ -157,6 +157,27 @@ def test_claimed_hosts_serve_and_are_replaced_at_once() -> None:
             replica.kill()
 
     _run(scenario)
+
+
+def test_what_the_launcher_and_its_hosts_print_goes_to_the_log_not_to_the_pool(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """vLLM logs to stdout: a line of it in the launcher's conversation ended the pool's
+    reader, and every claim waited for a launcher that was ready long since."""
+
+    async def scenario(pool: HostPool) -> None:
+        replica = Replica()
+        client = await _start(await pool.claim("r0", replica.process.pid, "fp"), "m0")
+        items = [
+            item async for item in client.generate(Endpoint.COMPLETIONS, {"prompt": "hi", "max_tokens": 1})
+        ]
+        assert isinstance(items[0], ResponseHead) and items[0].body["choices"][0]["text"] == "tok0"
+        client.close()
+        replica.kill()
+
+    _run(scenario, engine_cls=PRINTING_FAKE_ENGINE)
+    log = capfd.readouterr().err
+    assert "a plugin's banner" in log and "building m0" in log
 
 
 def test_a_gone_replica_puts_its_engine_to_sleep_and_the_next_one_wakes_it() -> None:
