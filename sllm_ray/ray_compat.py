@@ -143,6 +143,13 @@ SERVE_REPLICA_MODULES = (
 )
 
 
+def serve_controller() -> Any:
+    """Serve's controller (ValueError while Serve is not running)."""
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+
+
 def serialization_context() -> Any:
     """This worker's serializer for its job, built on first use (``Worker.get_serialization_context``)."""
     return ray._private.worker.global_worker.get_serialization_context()

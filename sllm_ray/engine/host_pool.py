@@ -184,7 +184,7 @@ class HostPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._start_launcher())
         self._min_workers = min_workers
-        self._workers = ReplicaWorkers(node_id)
+        self._workers = ReplicaWorkers(node_id, app)
         self._spawn(self._keep_workers())
         self._starts = StartFeed()
 

@@ -5,7 +5,7 @@ start, ``import ray`` and Serve's replica code: about 2 s on the 2-core machine,
 while a burst of engines is being built, on the path of every scale from zero. A raylet
 can start idle workers ahead of demand (``ray_compat.prestart_workers``), and an actor
 created on the node takes one of them when the worker's job and runtime environment are
-the actor's. So model replicas run with ``RUNTIME_ENV``, whose setup hook (``prepare``)
+the actor's. So model replicas run with ``runtime_env``, whose setup hook (``prepare``)
 imports the replica code while the worker is still idle, and each node's ``HostPool``
 keeps such workers started (``ReplicaWorkers``): at least ``replica_workers_per_node``,
 else as many as the node's largest burst of cold starts of the last ten minutes
@@ -26,6 +26,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import os
 import sys
 import time
 
@@ -34,13 +35,14 @@ import ray
 from ray.runtime_env import RuntimeEnv
 
 from sllm_ray import ray_compat
+from sllm_ray.names import named_actor, pool_name, store_name
 from sllm_ray.store import locate
 
 logger = logging.getLogger(__name__)
 
 PREPARE_HOOK = "sllm_ray.engine.replica_workers.prepare"
-HOOK_ENV_VARS = {ray_compat.WORKER_SETUP_HOOK_ENV_VAR: PREPARE_HOOK}
-RUNTIME_ENV = {"env_vars": HOOK_ENV_VARS}
+# The app whose model replicas a worker is for: its setup hook looks up the app's actors.
+OWNER_APP_ENV_VAR = "SLLM_RAY_OWNER_APP"
 # Idle workers are kept this long from Ray's idle-worker killing; the pool starts new ones
 # before then (a worker Ray reclaims is one the count no longer sees).
 KEEP_ALIVE_S = 3600
@@ -86,21 +88,48 @@ REPLICA_MODULES = (
 STARTING_CPU_S = 0.1
 
 
+def runtime_env(owner_app: str) -> dict[str, dict[str, str]]:
+    """The runtime environment of the app's model replicas, and so of the workers started
+    for them."""
+    return {"env_vars": _hook_env_vars(owner_app)}
+
+
+def _hook_env_vars(owner_app: str) -> dict[str, str]:
+    return {ray_compat.WORKER_SETUP_HOOK_ENV_VAR: PREPARE_HOOK, OWNER_APP_ENV_VAR: owner_app}
+
+
 def prepare() -> None:
     """The setup hook of a replica's worker: before the worker takes its actor, import what a
     model replica runs (about 1 s), read the installed vLLM's version, build the worker's
-    serializer (its first use imports pydantic's v1 API), and take what is loaded out of the
-    garbage collector's scans: Serve runs a full collection as a replica starts, which
-    otherwise walks all of it."""
+    serializer (its first use imports pydantic's v1 API), load the classes of the actors a
+    replica looks up, and take what is loaded out of the garbage collector's scans: Serve
+    runs a full collection as a replica starts, which otherwise walks all of it."""
     global prepared_at, prepared_modules
     for module in REPLICA_MODULES:
         importlib.import_module(module)
     locate.vllm_version()  # a start names its engine's layout (``locate.engine_layout``)
     ray_compat.serialization_context()
+    _look_up_replica_actors(os.environ.get(OWNER_APP_ENV_VAR))
     gc.collect()
     gc.freeze()
     prepared_modules = frozenset(sys.modules)
     prepared_at = time.time()
+
+
+def _look_up_replica_actors(owner_app: str | None) -> None:
+    """A process loads an actor's class from the GCS the first time it looks up an actor of
+    that class (4.5 ms each on 2 cores, after the imports above). A replica's start looks up
+    Serve's controller and its node's engine host pool and checkpoint store: looked up here
+    first, the classes are loaded. The handles are not kept: the replica looks the actors
+    up again (0.7 ms each), as they may have been replaced since."""
+    node_id = ray.get_runtime_context().get_node_id()
+    names = [pool_name(owner_app, node_id), store_name(owner_app, node_id)] if owner_app else []
+    # ValueError: not started yet; the replica loads the class.
+    with contextlib.suppress(ValueError):
+        ray_compat.serve_controller()
+    for name in names:
+        with contextlib.suppress(ValueError):
+            named_actor(name)
 
 
 def imported_since_prepared() -> list[str]:
@@ -109,10 +138,10 @@ def imported_since_prepared() -> list[str]:
     return sorted(set(sys.modules) - prepared_modules) if prepared_at is not None else []
 
 
-def replica_runtime_env(inherited: dict[str, object]) -> str:
-    """The serialized runtime environment of a replica whose parent runs in ``inherited``:
-    Ray merges an actor's own environment variables into its parent's."""
-    env_vars = {**dict(inherited.get("env_vars") or {}), **HOOK_ENV_VARS}  # type: ignore[call-overload]
+def replica_runtime_env(inherited: dict[str, object], owner_app: str) -> str:
+    """The serialized runtime environment of the app's replica whose parent runs in
+    ``inherited``: Ray merges an actor's own environment variables into its parent's."""
+    env_vars = {**dict(inherited.get("env_vars") or {}), **_hook_env_vars(owner_app)}  # type: ignore[call-overload]
     return RuntimeEnv(**{**inherited, "env_vars": env_vars}).serialize()
 
 
@@ -157,8 +186,9 @@ def starts_now(missing: int, idle: int) -> int:
 class ReplicaWorkers:
     """A node's idle replica workers, kept at the pool's target (``keep``)."""
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, owner_app: str) -> None:
         self._node_id = node_id
+        self._owner_app = owner_app
         self._worker_env: tuple[str, str] | None = None  # job id, serialized runtime env
         self._quiet_from = 0.0  # monotonic
         self.idle = 0
@@ -179,7 +209,10 @@ class ReplicaWorkers:
             # Until a replica tells: the pool's own job and environment, which the manager
             # that started it shares with the Serve controller and so with the replicas.
             context = ray.get_runtime_context()
-            self._worker_env = (context.get_job_id(), replica_runtime_env(dict(context.runtime_env)))
+            self._worker_env = (
+                context.get_job_id(),
+                replica_runtime_env(dict(context.runtime_env), self._owner_app),
+            )
         return self._worker_env
 
     def _defer(self, busy: float, now: float) -> bool:

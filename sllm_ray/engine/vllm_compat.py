@@ -152,6 +152,12 @@ def prepare_engine_process() -> None:
     _answer_once(async_llm, "load_stat_logger_plugin_factories")
     _answer_once(logits_processor, "_load_logitsprocs_plugins")
     if current_platform.is_cpu():
+        # Each CPU build runs ``lscpu`` twice for the node's CPUs (a shell and lscpu, 3.7 ms
+        # of CPU each on 2 cores, in processes no per-process count sees); which of them
+        # this process may use is still asked each time (``get_allowed_cpu_list``).
+        from vllm.utils import cpu_resource_utils
+
+        _answer_once(cpu_resource_utils, "_get_cpu_list")
         _seed_compiled_devices_only()
         _allow_amx()
     _render_chat_templates_on_first_use()

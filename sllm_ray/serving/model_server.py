@@ -438,7 +438,7 @@ def build_model_deployment(
     elif preferred_node is not None:
         actor_options["label_selector"] = {NODE_ID_LABEL: preferred_node}
         actor_options["fallback_strategy"] = [{"label_selector": {}}]
-    actor_options["runtime_env"] = replica_workers.RUNTIME_ENV  # a worker started ahead of demand
+    actor_options["runtime_env"] = replica_workers.runtime_env(owner_app)  # a worker started ahead of demand
     deployment = serve.deployment(ModelServer).options(
         name=config.deployment_name,
         version=config.engine_fingerprint(),

@@ -112,6 +112,24 @@ def test_plugin_lists_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch)
     assert async_llm.load_stat_logger_plugin_factories() == first
 
 
+def test_a_cpu_build_asks_lscpu_for_the_cpus_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+
+    from vllm.utils import cpu_resource_utils
+
+    from sllm_ray.engine import vllm_compat
+
+    vllm_compat.prepare_engine_process()
+
+    def no_lscpu(*_: object, **__: object) -> None:
+        raise AssertionError("an engine build ran lscpu")
+
+    monkeypatch.setattr(subprocess, "check_output", no_lscpu)
+    allowed = cpu_resource_utils.get_allowed_cpu_list()  # as each CPU build does, twice
+    assert {cpu.id for cpu in allowed} == os.sched_getaffinity(0)  # still this process's own
+
+
 def test_seeding_formats_no_stack_for_devices_torch_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     import traceback
 

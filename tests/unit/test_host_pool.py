@@ -56,7 +56,7 @@ def test_idle_replica_workers_follow_the_largest_recent_burst() -> None:
 def test_replica_workers_wait_for_a_quiet_node_while_two_are_left_idle() -> None:
     from sllm_ray.engine.replica_workers import BUSY_DEFER_S, ReplicaWorkers
 
-    workers = ReplicaWorkers("node")
+    workers = ReplicaWorkers("node", "app")
     workers.idle = 2
     assert not workers._defer(0.2, 0.0)  # quiet: start now
     assert workers._defer(0.9, 1.0)  # the node serves: later
@@ -330,7 +330,7 @@ def test_a_worker_taken_before_its_claim_is_not_replaced_beside_that_start(
     monkeypatch.setattr(replica_workers, "count_idle", lambda seen: (idle[0], 0))
     monkeypatch.setattr(replica_workers.ray_compat, "prestart_workers", prestart)
     monkeypatch.setattr(replica_workers.psutil, "cpu_percent", lambda interval: 10.0)
-    workers = ReplicaWorkers("node")
+    workers = ReplicaWorkers("node", "app")
     workers.claimed("01000000", "{}", now=0.0)  # long ago
 
     asyncio.run(workers.keep(4, 100.0))
@@ -356,7 +356,7 @@ def test_replica_workers_start_once_the_last_claims_start_is_over(monkeypatch: p
     monkeypatch.setattr(replica_workers, "count_idle", lambda seen: (2, 0))
     monkeypatch.setattr(replica_workers.ray_compat, "prestart_workers", prestart)
     monkeypatch.setattr(replica_workers.psutil, "cpu_percent", lambda interval: 10.0)
-    workers = ReplicaWorkers("node")
+    workers = ReplicaWorkers("node", "app")
     workers.claimed("01000000", "{}", now=100.0)
 
     async def keep_at(now: float) -> None:

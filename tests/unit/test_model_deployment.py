@@ -5,7 +5,7 @@ autoscaling policy Serve's controller loads."""
 from __future__ import annotations
 
 from sllm_ray.config import ModelConfig, ResourceConfig, engine_workers
-from sllm_ray.engine.replica_workers import RUNTIME_ENV
+from sllm_ray.engine.replica_workers import runtime_env
 from sllm_ray.serving.model_server import build_model_deployment
 
 
@@ -32,7 +32,7 @@ def test_a_multi_worker_engine_gets_a_placement_group_packed_on_one_node() -> No
     assert replica.placement_group_bundles == [{"CPU": 1, "GPU": 1}, {"CPU": 1, "GPU": 1}]
     assert replica.placement_group_strategy == "STRICT_PACK"
     # The replica sits in the first bundle; no node preference (Serve takes none for groups).
-    assert deployment.ray_actor_options == {"num_cpus": 1, "num_gpus": 1, "runtime_env": RUNTIME_ENV}
+    assert deployment.ray_actor_options == {"num_cpus": 1, "num_gpus": 1, "runtime_env": runtime_env("sllm")}
 
 
 def test_a_single_worker_engine_is_steered_with_a_fallback_to_any_node() -> None:
@@ -41,7 +41,7 @@ def test_a_single_worker_engine_is_steered_with_a_fallback_to_any_node() -> None
     assert deployment._replica_config.placement_group_bundles is None
     assert deployment.ray_actor_options["label_selector"] == {"ray.io/node-id": "n1"}
     # Its worker may be one started ahead of demand, Serve's replica code imported.
-    assert deployment.ray_actor_options["runtime_env"] == RUNTIME_ENV
+    assert deployment.ray_actor_options["runtime_env"] == runtime_env("sllm")
     assert deployment.ray_actor_options["fallback_strategy"] == [{"label_selector": {}}]
     plain = build_model_deployment(config, "sllm")._bound_deployment
     assert "label_selector" not in plain.ray_actor_options
