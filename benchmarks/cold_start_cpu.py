@@ -68,12 +68,16 @@ def role(process: psutil.Process) -> str:
 
 
 def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """pid -> (role, CPU-seconds so far), of every process that can be read."""
+    """pid -> (role, CPU-seconds so far, its reaped children's included), of every
+    process that can be read."""
     out = {}
     for process in psutil.process_iter():
         try:
             times = process.cpu_times()
-            out[process.pid] = (role(process), times.user + times.system)
+            # With its exited children's, once it reaped them: the short-lived processes
+            # an engine build runs (lscpu) count for their parent.
+            used = times.user + times.system + times.children_user + times.children_system
+            out[process.pid] = (role(process), used)
         except (psutil.Error, AttributeError):  # gone, unreadable, or its parent gone
             continue
     return out

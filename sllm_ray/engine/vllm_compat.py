@@ -142,8 +142,8 @@ def prepare_engine_process() -> None:
     # 2 cores). What is installed does not change under a running process, so they are
     # read once here, and the hosts forked from it reuse the answer: a plugin installed
     # later takes a restart, as any module imported here does.
-    # vLLM's general plugins load once per process (each engine's arguments ask, 25 ms
-    # of entry points): loaded here, they are loaded in every host.
+    # vLLM's general plugins load once per process, when an engine's arguments are made
+    # (the entry points read again, about 6 ms): loaded here, they are loaded in every host.
     from vllm.plugins import load_general_plugins
     from vllm.v1.engine import async_llm
     from vllm.v1.sample import logits_processor
@@ -214,8 +214,8 @@ def _no_warmup(renderer: Any) -> None:
 def _detect_inline_system_merge_on_first_use() -> None:
     """vLLM's Anthropic ``/v1/messages`` serving object, built with the others, decides
     as it is built whether the model's chat template needs inline system messages merged:
-    it resolves the template twice and compiles it (about 30 ms of a 0.12 CPU-s build on
-    2 cores). An engine host serves no ``/v1/messages``; the decision is made by the
+    it resolves the template twice and compiles it (13 ms of a 0.12 CPU-s forked build on
+    2 cores, ``benchmarks/engine_build.py``). An engine host serves no ``/v1/messages``; the decision is made by the
     first request that needs it, with vLLM's own check."""
     from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
 
