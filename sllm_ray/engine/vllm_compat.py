@@ -215,8 +215,8 @@ def _detect_inline_system_merge_on_first_use() -> None:
     """vLLM's Anthropic ``/v1/messages`` serving object, built with the others, decides
     as it is built whether the model's chat template needs inline system messages merged:
     it resolves the template twice and compiles it (13 ms of a 0.12 CPU-s forked build on
-    2 cores, ``benchmarks/engine_build.py``). An engine host serves no ``/v1/messages``; the decision is made by the
-    first request that needs it, with vLLM's own check."""
+    2 cores, ``benchmarks/engine_build.py``). An engine host serves no ``/v1/messages``;
+    the decision is made by the first request that needs it, with vLLM's own check."""
     from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
 
     detect = AnthropicServingMessages.__dict__["_should_merge_inline_system"].__func__
