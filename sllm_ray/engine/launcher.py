@@ -178,11 +178,7 @@ class Launcher:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         async for line in process.stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:  # not from ``_send``: the reader would end, and with it the pool
-                logger.warning("engine launcher wrote %r", line[:200])
-                continue
+            message = json.loads(line)
             if "forked" in message:
                 future = self._forks.pop(message["forked"], None)
                 if future is not None and not future.done():

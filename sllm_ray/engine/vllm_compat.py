@@ -139,11 +139,10 @@ def prepare_engine_process() -> None:
         worker_utils.torch = LazyZeros(worker_utils.torch)
     # Each build asks importlib for the installed stat-logger and logits-processor plugins,
     # and each ask reads every installed package's entry points (about 11 ms for both on
-    # 2 cores). What is installed does not change under a running process, so they are
-    # read once here, and the hosts forked from it reuse the answer: a plugin installed
-    # later takes a restart, as any module imported here does.
-    # vLLM's general plugins load once per process, when an engine's arguments are made
-    # (the entry points read again, about 6 ms): loaded here, they are loaded in every host.
+    # 2 cores); the general plugins are loaded once per process, by the first engine's
+    # arguments (about 6 ms more). What is installed does not change under a running
+    # process, so all three are read here, and the hosts forked from it reuse the answer:
+    # a plugin installed later takes a restart, as any module imported here does.
     from vllm.plugins import load_general_plugins
     from vllm.v1.engine import async_llm
     from vllm.v1.sample import logits_processor
